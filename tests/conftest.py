@@ -1,0 +1,36 @@
+"""Shared fixtures: every database test runs on SQLite and, when UR_TEST_DATABASE_URL is set,
+on PostgreSQL too (each test in its own schema, so parallel workers never collide)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("UR_TEST_DATABASE_URL", "")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_backends = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(params=_backends)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL on each configured backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
