@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/mypy src
 
 sample: $(STAMP)
-	$(BIN)/unified-record generate --people 300 --seed 7 --out synthetic_data/sample --force
+	$(BIN)/unified-record generate --people 500 --seed 7 --out synthetic_data/sample
 
 clean:
 	rm -rf $(VENV) var
