@@ -54,7 +54,16 @@ def _chunk_job(args: tuple[int, int, int, Profile, int, str]) -> tuple[int, dict
     for writer in WRITERS.values():
         writer(ctx, people)
     ctx.write(Path(parts_dir) / f"{chunk:05d}")
+    _write_hl7_files(ctx.buffers.get(HL7_PARTS, []), Path(parts_dir).parent / "acute_adt")
     return count, dict(ctx.counts)
+
+
+def _write_hl7_files(lines: list[str], folder: Path) -> None:
+    """One file per message, written by the worker; names sort in time order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for line in lines:
+        stamp, control, message = line.split("\t", 2)
+        (folder / f"{stamp}_{control}.hl7").write_bytes(message.encode("latin-1") + b"\r")
 
 
 def generate_dataset(people: int, seed: int, out: Path, profile: Profile, *,
@@ -155,19 +164,16 @@ def _merge(parts: Path, dest: Path, n_chunks: int, summary: Summary) -> None:
 
 
 def _merge_hl7(chunk_dirs: list[Path], dest: Path) -> int:
-    """Time-order every message: one .hl7 file each, plus the same stream MLLP-framed."""
-    folder = dest / "acute_adt"
-    folder.mkdir(exist_ok=True)
+    """The workers wrote one file per message; here the same messages become one
+    time-ordered MLLP stream."""
     files = [(d / HL7_PARTS).open("r", encoding="utf-8", newline="\n") for d in chunk_dirs
              if (d / HL7_PARTS).exists()]
     count = 0
     try:
         with (dest / "acute_adt.mllp").open("wb") as stream:
             for line in heapq.merge(*files):
-                stamp, control, message = line.rstrip("\n").split("\t", 2)
-                raw = message.encode("latin-1") + b"\r"
-                (folder / f"{stamp}_{control}.hl7").write_bytes(raw)
-                stream.write(MLLP_START + raw + MLLP_END)
+                message = line.rstrip("\n").split("\t", 2)[2]
+                stream.write(MLLP_START + message.encode("latin-1") + b"\r" + MLLP_END)
                 count += 1
     finally:
         for fh in files:

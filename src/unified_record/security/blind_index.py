@@ -1,0 +1,49 @@
+"""Blind index: keyed hashes of searchable values, so the database alone reveals no one.
+
+Equal inputs give equal digests (exact-match search works); without the key the digests
+cannot be brute-forced from a list of names or NHS numbers. Normalise before hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from unified_record.security._base64 import decode_b64
+
+__all__ = ["BlindIndex"]
+
+MIN_KEY_BYTES = 32
+_SEPARATOR = "\x1f"  # ASCII unit separator; never valid in a kind
+
+
+class BlindIndex:
+    """HMAC-SHA256 over ``kind + "\\x1f" + value``, as lowercase hex."""
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"blind-index key must be at least {MIN_KEY_BYTES} bytes")
+        self._key = key
+
+    @classmethod
+    def parse(cls, b64: str) -> BlindIndex:
+        """Read the key from base64 (standard or URL-safe); errors never repeat the key."""
+        try:
+            key = decode_b64(b64)
+        except ValueError as exc:
+            raise ValueError(f"blind-index {exc}") from None
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"blind-index key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}"
+            )
+        return cls(key)
+
+    def __repr__(self) -> str:  # never show the key
+        return "BlindIndex(key=<hidden>)"
+
+    def digest(self, kind: str, value: str) -> str:
+        """Keyed hash of `value` in the `kind` domain (so a name never matches a postcode)."""
+        if not kind or _SEPARATOR in kind:
+            raise ValueError("blind-index kind must be non-empty and contain no \\x1f")
+        message = (kind + _SEPARATOR + value).encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
