@@ -1,0 +1,48 @@
+"""The store: encrypted, versioned FHIR resources with provenance, and replayable raw messages.
+
+Open it with `make_engine` + `migrate`, then work inside a `UnitOfWork`; everything personal
+is encrypted by the `Cipher` given, and searchable values are keyed hashes.
+"""
+
+from unified_record.store.crypto import BlindIndexer, Cipher, body_aad, raw_aad
+from unified_record.store.db import make_engine, make_session_factory, migrate
+from unified_record.store.messages import MessageRepository
+from unified_record.store.models import (
+    MESSAGE_STATUSES,
+    Base,
+    InboundMessage,
+    ResourceRow,
+    ResourceVersionRow,
+    SearchIndexRow,
+)
+from unified_record.store.resources import (
+    Provenance,
+    ResourceRepository,
+    SourceConflictError,
+    VersionInfo,
+)
+from unified_record.store.rotation import rotate_keys
+from unified_record.store.unit_of_work import UnitOfWork
+
+__all__ = [
+    "MESSAGE_STATUSES",
+    "Base",
+    "BlindIndexer",
+    "Cipher",
+    "InboundMessage",
+    "MessageRepository",
+    "Provenance",
+    "ResourceRepository",
+    "ResourceRow",
+    "ResourceVersionRow",
+    "SearchIndexRow",
+    "SourceConflictError",
+    "UnitOfWork",
+    "VersionInfo",
+    "body_aad",
+    "make_engine",
+    "make_session_factory",
+    "migrate",
+    "raw_aad",
+    "rotate_keys",
+]

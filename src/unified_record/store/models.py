@@ -1,0 +1,152 @@
+"""Tables of the store: raw inbound messages, current resources, their versions, and the
+blind index. Personal data lives only in encrypted columns; everything else is either
+provenance (codes, ids, times) or keyed hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "MESSAGE_STATUSES",
+    "Base",
+    "InboundMessage",
+    "ResourceRow",
+    "ResourceVersionRow",
+    "SearchIndexRow",
+    "UTCDateTime",
+]
+
+MESSAGE_STATUSES = ("pending", "accepted", "rejected", "quarantined")
+
+# Deterministic constraint names, so migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset otherwise)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; the store keeps only timezone-aware times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class InboundMessage(Base):
+    """A message exactly as a feed sent it (encrypted), kept so it can be replayed."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        sa.UniqueConstraint("feed", "content_hash", name="uq_inbound_message_feed_content_hash"),
+        sa.Index("ix_inbound_message_status", "status"),
+        sa.Index("ix_inbound_message_feed_control_id", "feed", "message_control_id"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'accepted', 'rejected', 'quarantined')", name="status"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    feed: Mapped[str] = mapped_column(sa.String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    message_control_id: Mapped[str | None] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(20))
+    reason: Mapped[str | None] = mapped_column(sa.Text())
+    locator: Mapped[str | None] = mapped_column(sa.String(1000))
+    key_id: Mapped[str] = mapped_column(sa.String(64))
+    raw: Mapped[bytes] = mapped_column(sa.LargeBinary())
+    attempts: Mapped[int] = mapped_column(sa.Integer())
+
+
+class ResourceRow(Base):
+    """The current version of a FHIR resource, with its provenance."""
+
+    __tablename__ = "resource"
+    __table_args__ = (
+        sa.Index(
+            "uq_resource_source_record",
+            "resource_type",
+            "source_feed",
+            "source_record_id",
+            unique=True,
+            sqlite_where=sa.text("source_record_id IS NOT NULL"),
+            postgresql_where=sa.text("source_record_id IS NOT NULL"),
+        ),
+    )
+
+    resource_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(sa.Integer())
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted: Mapped[bool] = mapped_column(sa.Boolean())
+    source_feed: Mapped[str] = mapped_column(sa.String(100))
+    source_org: Mapped[str | None] = mapped_column(sa.String(50))
+    source_record_id: Mapped[str | None] = mapped_column(sa.String(200))
+    inbound_message_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("inbound_message.id")
+    )
+    security_labels: Mapped[str] = mapped_column(sa.String(500))
+    key_id: Mapped[str] = mapped_column(sa.String(64))
+    body: Mapped[bytes] = mapped_column(sa.LargeBinary())
+
+
+class ResourceVersionRow(Base):
+    """Every version ever written, the current one included, for vread and history."""
+
+    __tablename__ = "resource_version"
+    __table_args__ = (sa.Index("ix_resource_version_inbound_message_id", "inbound_message_id"),)
+
+    resource_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted: Mapped[bool] = mapped_column(sa.Boolean())
+    inbound_message_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("inbound_message.id")
+    )
+    key_id: Mapped[str] = mapped_column(sa.String(64))
+    body: Mapped[bytes] = mapped_column(sa.LargeBinary())
+
+
+class SearchIndexRow(Base):
+    """A keyed hash of one searchable value: exact-match search without plaintext."""
+
+    __tablename__ = "search_index"
+    __table_args__ = (
+        sa.Index("ix_search_index_param_value_hash", "param", "value_hash"),
+        sa.Index("ix_search_index_resource", "resource_type", "resource_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(sa.String(64))
+    resource_id: Mapped[str] = mapped_column(sa.String(64))
+    param: Mapped[str] = mapped_column(sa.String(64))
+    value_hash: Mapped[str] = mapped_column(sa.String(64))
