@@ -59,7 +59,8 @@ def _patient(ctx: ChunkContext, rng: random.Random, person: Person) -> None:
             visit_service = service if n == 0 else rng.choice(SERVICES)
         else:
             visit_service = service
-        if rng.random() < 0.35:
+        sensitive_visit = n == 0 and service in SENSITIVE_SERVICES.values()
+        if rng.random() < 0.35 and not sensitive_visit:  # a sensitive record has its visit
             _emit(ctx, rng, "A28", when, mrn, view, person)
             if rng.random() < 0.3:
                 when = activity_time(rng, when)
@@ -67,8 +68,10 @@ def _patient(ctx: ChunkContext, rng: random.Random, person: Person) -> None:
         else:
             visit = f"V{ctx.next_id(FEED + ':visit')}"
             _emit(ctx, rng, "A01", when, mrn, view, person, visit, visit_service, "I")
+            admitted = when
             when = when + timedelta(hours=rng.randint(4, 24 * 14))
-            _emit(ctx, rng, "A03", when, mrn, view, person, visit, visit_service, "I")
+            _emit(ctx, rng, "A03", when, mrn, view, person, visit, visit_service, "I",
+                  admitted=admitted)
         when = activity_time(rng, when)
     if view.address is not None and view.address != person.address and rng.random() < 0.5:
         view.address = person.address  # the patient tells reception they have moved
@@ -86,7 +89,7 @@ def _patient(ctx: ChunkContext, rng: random.Random, person: Person) -> None:
 
 def _emit(ctx: ChunkContext, rng: random.Random, trigger: str, when: datetime, mrn: str,
           view: View, person: Person, visit: str = "", service: str = "", patient_class: str = "",
-          merged_mrn: str = "") -> None:
+          merged_mrn: str = "", admitted: datetime | None = None) -> None:
     stamp = when.strftime("%Y%m%d%H%M%S")
     control = f"{TRUST}{ctx.next_id(FEED + ':msg'):010d}"
     structure = {"A01": "ADT_A01", "A03": "ADT_A03", "A08": "ADT_A01", "A28": "ADT_A05",
@@ -105,7 +108,7 @@ def _emit(ctx: ChunkContext, rng: random.Random, trigger: str, when: datetime, m
         segments.append(f"MRG|{merged_mrn}^^^{TRUST}^MR")
     elif visit:
         segments.append(_pv1(patient_class, f"{service}WARD{rng.randint(1, 9)}", service, visit,
-                             admitted=stamp if trigger == "A01" else "",
+                             admitted=(admitted or when).strftime("%Y%m%d%H%M%S"),
                              discharged=stamp if trigger == "A03" else ""))
     else:
         segments.append("PV1|1|N")

@@ -1,0 +1,117 @@
+"""Benchmark: ingest every feed of a generated population and print source records per second.
+
+A source record is one inbound message: a CSV row, an HL7 v2 message, a FHIR Bundle. Each is
+stored raw (encrypted), mapped, validated with fhir.resources and stored encrypted with its
+search index, exactly as `unified-record ingest` does.
+
+    .venv/bin/python bench/ingest.py --people 100000                 # SQLite and PostgreSQL
+    .venv/bin/python bench/ingest.py --people 100000 --database sqlite
+    .venv/bin/python bench/ingest.py --people 20000 --profile        # where the time goes
+
+The dataset is generated once into --data and reused; PostgreSQL gets a fresh schema in
+UR_BENCH_PG_URL (default: the local `test` database), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from unified_record.ingest import IngestStats, Pipeline
+from unified_record.ingest.mapping import MAPPINGS_DIR
+from unified_record.ingest.pipeline import default_workers
+from unified_record.security import BlindIndex, KeyRing
+from unified_record.synthetic import generate_dataset, load_profile
+
+PG_URL = os.environ.get("UR_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def dataset(people: int, seed: int, root: Path) -> Path:
+    out = root / f"people-{people}-seed-{seed}"
+    manifest = out / "manifest.json"
+    if not manifest.exists():
+        print(f"generating {people:,} people into {out} ...", flush=True)
+        generate_dataset(people, seed, out, load_profile())
+    return out
+
+
+def run(url: str, data: Path, workers: int, profile: bool) -> tuple[dict[str, IngestStats], float]:
+    keyring = KeyRing({"bench": os.urandom(32)}, "bench")
+    with Pipeline(url, keyring, BlindIndex(os.urandom(32)), MAPPINGS_DIR,
+                  workers=workers) as pipeline:
+        profiler = cProfile.Profile() if profile else None
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        results = pipeline.ingest_dataset(data)
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - start
+        pipeline.engine.dispose()
+    if profiler:
+        print("main process, by own time (prepare runs in the worker processes):")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return results, seconds
+
+
+def report(label: str, results: dict[str, IngestStats], seconds: float) -> dict[str, object]:
+    total = IngestStats("total")
+    print(f"\n{label}: {seconds:.1f} s")
+    print(f"  {'feed':32} {'records':>9} {'accepted':>9} {'resources':>10}")
+    for name, stats in results.items():
+        total.add(stats)
+        print(f"  {name:32} {stats.messages:9,} {stats.accepted:9,} {stats.resources:10,}")
+    rate = total.messages / seconds
+    print(f"  {'total':32} {total.messages:9,} {total.accepted:9,} {total.resources:10,}")
+    print(f"  {rate:,.0f} source records/s, {total.resources / seconds:,.0f} resources/s")
+    return {"database": label, "records": total.messages, "resources": total.resources,
+            "seconds": round(seconds, 1), "records_per_second": round(rate)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "ur-bench")
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--workers", type=int, default=0, help="prepare processes; 0 = cores")
+    parser.add_argument("--profile", action="store_true", help="cProfile the main process")
+    args = parser.parse_args()
+
+    data = dataset(args.people, args.seed, args.data)
+    workers = args.workers or default_workers()
+    print(f"{args.people:,} people, {workers} prepare worker(s), {os.cpu_count()} cores")
+    summary = []
+    if args.database in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            results, seconds = run(f"sqlite:///{tmp}/bench.db", data, workers, args.profile)
+            summary.append(report("sqlite", results, seconds))
+    if args.database in ("postgresql", "both"):
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            sep = "&" if "?" in PG_URL else "?"
+            url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+            results, seconds = run(url, data, workers, args.profile)
+            summary.append(report("postgresql", results, seconds))
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

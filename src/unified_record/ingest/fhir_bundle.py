@@ -1,0 +1,204 @@
+"""FHIR transaction and batch Bundles from NHS systems.
+
+Every entry's resource is validated with fhir.resources (R4B). Each resource gets a logical
+id of ours derived from (feed, type, sender's id), and references inside the Bundle (to a
+`fullUrl` or to `Type/id`) are rewritten to match, as a FHIR server does for a transaction.
+A transaction is all or nothing; in a batch each entry stands alone and a bad entry is
+reported while the rest are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+
+from unified_record.fhir.validation import InvalidResource, validate_resource
+from unified_record.ingest.mapping import (
+    FeedMapping,
+    MappedRecord,
+    MappedResource,
+    RecordError,
+    evaluate_on,
+    resource_id,
+)
+
+MAX_DEPTH = 100  # nesting of objects and arrays; real Bundles stay far below it
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
+_HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
+
+
+class ResourceRecord:
+    """A FHIR resource (or a Bundle's resources) as a mapping SourceRecord.
+
+    Paths are `Type.element.element`; lists are searched, and the first value found is returned.
+    """
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self.resources = resources
+
+    def get(self, path: str) -> str | None:
+        type_name, _, rest = path.partition(".")
+        for resource in self.resources:
+            if resource.get("resourceType") != type_name:
+                continue
+            for value in _walk(resource, rest.split(".") if rest else []):
+                if value not in (None, ""):
+                    return str(value)
+        return None
+
+    def all(self, path: str) -> list[str]:
+        type_name, _, rest = path.partition(".")
+        return [str(v) for r in self.resources if r.get("resourceType") == type_name
+                for v in _walk(r, rest.split(".") if rest else []) if v not in (None, "")]
+
+
+def _walk(node: Any, steps: list[str]) -> list[Any]:
+    if isinstance(node, list):
+        return [v for item in node for v in _walk(item, steps)]
+    if not steps:
+        return [node]
+    if not isinstance(node, dict):
+        return []
+    return _walk(node.get(steps[0]), steps[1:])
+
+
+def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
+    """Validate and map one Bundle; raise RecordError with a readable reason."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise RecordError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # also UnicodeDecodeError and integers too long to convert
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(
+            exc, json.JSONDecodeError) else ""
+        raise RecordError(f"not valid JSON{where}") from None
+    if _too_deep(data):
+        raise RecordError(f"JSON nested more than {MAX_DEPTH} levels deep")
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise RecordError("not a FHIR Bundle (resourceType must be 'Bundle')")
+    if data.get("type") not in ("transaction", "batch"):
+        raise RecordError("Bundle.type must be 'transaction' or 'batch'")
+    transaction = data["type"] == "transaction"
+    if not isinstance(data.get("entry", []), list):
+        raise RecordError("Bundle.entry must be a list")
+    warnings: list[str] = []
+    entries: list[tuple[int, dict[str, Any]]] = []
+    for position, entry in enumerate(data.get("entry") or []):
+        problem = _entry_problem(entry)
+        if problem is None:
+            entries.append((position, entry))
+        elif transaction:  # all or nothing
+            raise RecordError(f"entry {position}: {problem}")
+        else:
+            warnings.append(f"entry {position} left out: {problem}")
+    resources = [e["resource"] for _, e in entries if isinstance(e.get("resource"), dict)]
+    whole = ResourceRecord(resources)
+    source_org = evaluate_on(mapping, mapping.source_org, whole)
+    if not source_org:
+        raise RecordError("source organisation not found in the Bundle")
+    record_key = evaluate_on(mapping, mapping.record_key, whole) if mapping.record_key else None
+    result = MappedRecord(str(source_org), str(record_key) if record_key else None,
+                          warnings=warnings)
+
+    new_refs: dict[str, str] = {}
+    for _, entry in entries:
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        rtype, sender_id = str(resource["resourceType"]), str(resource.get("id") or "")
+        key = sender_id or str(entry.get("fullUrl") or "")
+        if not key:
+            raise RecordError(f"{rtype} entry has neither id nor fullUrl")
+        ours = f"{rtype}/{resource_id(mapping.feed, rtype, key)}"
+        if entry.get("fullUrl"):
+            new_refs[str(entry["fullUrl"])] = ours
+        if sender_id:
+            new_refs[f"{rtype}/{sender_id}"] = ours
+
+    for position, entry in entries:
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        method = (entry.get("request") or {}).get("method", "PUT")
+        if method not in ("PUT", "POST"):
+            # The method is echoed only when it is one: a corrupt entry may hold anything.
+            what = method if method in _HTTP_VERBS else "request.method"
+            result.warnings.append(f"entry {position}: {what} is not accepted from this feed")
+            continue
+        body = _rewrite_references(json.loads(json.dumps(resource)), new_refs)
+        rtype = str(body["resourceType"])
+        key = str(resource.get("id") or entry.get("fullUrl"))
+        body["id"] = new_refs[f"{rtype}/{resource['id']}"].split("/")[1] if resource.get(
+            "id") else new_refs[str(entry["fullUrl"])].split("/")[1]
+        try:
+            validate_resource(body)  # cached: prepare() checks it again for free
+        except InvalidResource as exc:
+            if transaction:  # all or nothing
+                raise RecordError(f"entry {position}: {exc}") from None
+            result.warnings.append(f"entry {position} left out: {exc}")
+            continue
+        single = ResourceRecord([resource])
+        labels = [rule.category for rule in mapping.labels
+                  if evaluate_on(mapping, rule.when, single)]
+        result.resources.append(MappedResource(body, key, labels))
+    if not result.resources:
+        raise RecordError("Bundle has no resources this feed accepts")
+    return result
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why an entry cannot be read at all (None when it can); never quotes its content."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    if not isinstance(entry.get("request") or {}, dict):
+        return "request must be a JSON object"
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and not _is_resource_type(resource.get("resourceType")):
+        # Not echoed: a corrupt entry can carry a name or date where the type should be.
+        return "resourceType missing or not a FHIR resource type"
+    return None
+
+
+def _is_resource_type(name: Any) -> bool:
+    if not isinstance(name, str) or not _TYPE_NAME.match(name):
+        return False
+    if name in ("Resource", "DomainResource"):  # abstract
+        return False
+    try:
+        return issubclass(get_fhir_model_class(name), Resource)
+    except ValueError:  # not a FHIR model at all
+        return False
+
+
+def _too_deep(data: Any) -> bool:
+    """True when objects and arrays nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _rewrite_references(node: Any, new_refs: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value in new_refs:
+                node[key] = new_refs[value]
+            else:
+                _rewrite_references(value, new_refs)
+    elif isinstance(node, list):
+        for item in node:
+            _rewrite_references(item, new_refs)
+    return node

@@ -1,0 +1,47 @@
+"""An HL7 v2 message as a mapping SourceRecord.
+
+Paths are terser-style (`PID-5.1`, `PID-3[2].1`, `MSH-9.2`) plus one filter that real ADT
+feeds need: `PID-3[5=MR].1` reads component 1 of the first repetition whose component 5 is
+`MR`, because senders order PID-3 identifiers differently.
+"""
+
+from __future__ import annotations
+
+import re
+
+from unified_record.ingest.hl7v2 import Hl7Error, Hl7Message, parse_message
+from unified_record.ingest.mapping import RecordError
+
+_FILTERED = re.compile(r"([A-Z][A-Z0-9]{2}(?:\[\d+\])?-\d+)\[(\d+)=([^\]]*)\](?:\.(\d+))?\Z")
+
+
+class Hl7Record:
+    """Read view for the mapping engine; blank values and HL7 nulls read as absent."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Hl7Message) -> None:
+        self.message = message
+
+    def get(self, path: str) -> str | None:
+        filtered = _FILTERED.match(path)
+        if filtered is None:
+            value = self.message.get(path)
+        else:
+            field, comp, expected, want = filtered.groups()
+            value = None
+            for repetition in self.message.repetitions(field):
+                if (repetition.get(int(comp)) or "") == expected:
+                    value = repetition.get(int(want or 1))
+                    break
+        if value is None or not value.strip():
+            return None
+        return value
+
+
+def parse_hl7_record(raw: bytes) -> Hl7Record:
+    """Parse and check one message; an Hl7Error becomes a RecordError naming the field."""
+    try:
+        return Hl7Record(parse_message(raw))
+    except Hl7Error as exc:
+        raise RecordError(str(exc)) from None

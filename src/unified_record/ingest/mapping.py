@@ -1,0 +1,379 @@
+"""The mapping engine: declarative feed mappings (`mappings/*.yaml`) turned into FHIR.
+
+A mapping file names its feed, format and source organisation, the source person record key,
+code lists (`maps`), and one template per resource. A template is the FHIR resource's JSON
+shape in YAML where any value may be an *expression*:
+
+    {$: "Field", transform: [trim, {date: "%d/%m/%Y"}], on_error: drop}
+    {$template: "{Field A}-{Field B}"}
+    {$ref: Patient}                      # Reference to this record's Patient
+    {$const: value}
+
+A dict or list whose expressions all produced nothing is dropped, so an empty NHS number
+removes its whole identifier. `$when` on a dict keeps it only when its expression is truthy.
+Each resource's logical id is a UUID derived from (feed, type, key): stable across re-sends,
+and it never exposes the source system's ids. See docs/mappings.md.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unified_record.fhir.security_labels import SENSITIVE_CATEGORIES
+from unified_record.ingest.transforms import NEEDS_ARGUMENT, TRANSFORMS, FieldError
+
+ID_NAMESPACE = uuid.UUID("5b1f4f0e-7a4b-4c59-9d27-6c1a0e5f3a10")
+MAPPINGS_DIR = Path(__file__).resolve().parents[3] / "mappings"
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
+EXPRESSION_KEYS = {"$", "$template", "$ref", "$const"}
+
+
+class MappingFileError(Exception):
+    """A mapping file is invalid: the message names the file and the place in it."""
+
+
+class RecordError(Exception):
+    """A source record cannot be mapped; `reason` names the field, never its value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SourceRecord(Protocol):
+    """What the engine reads: a CSV row, an HL7 message, ... by field name or path."""
+
+    def get(self, path: str) -> str | None: ...
+
+
+class DictRecord:
+    """A CSV row (or any flat record) as a SourceRecord; blank cells are absent."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: dict[str, str]) -> None:
+        self.row = row
+
+    def get(self, path: str) -> str | None:
+        value = self.row.get(path)
+        if value is None or not value.strip():
+            return None
+        return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LabelRule(_Spec):
+    category: str
+    when: Any
+
+
+class ResourceSpec(_Spec):
+    type: str = Field(alias="resource")
+    key: Any
+    when: Any = None
+    labels: list[LabelRule] = Field(default_factory=list)
+    template: dict[str, Any]
+
+
+class CsvOptions(_Spec):
+    delimiter: str = ","
+    encoding: str = "utf-8-sig"
+    required_columns: list[str] = Field(default_factory=list)
+
+
+class MergeSpec(_Spec):
+    when: Any
+    retired: Any  # the record key that is merged away (e.g. MRG-1)
+
+
+class FeedMapping(_Spec):
+    feed: str
+    format: Literal["csv", "hl7v2", "fhir"]
+    description: str = ""
+    source_org: Any
+    record_key: Any = None
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    maps: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    resources: list[ResourceSpec] = Field(default_factory=list)
+    labels: list[LabelRule] = Field(default_factory=list)  # fhir format: per-resource rules
+    merge: MergeSpec | None = None
+
+
+@dataclass
+class MappedResource:
+    resource: dict[str, Any]
+    source_record_id: str
+    labels: list[str]
+
+
+@dataclass
+class MappedRecord:
+    source_org: str
+    source_record_id: str | None
+    resources: list[MappedResource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    retired_record_id: str | None = None  # set by a merge (HL7 A40)
+
+
+def resource_id(feed: str, resource_type: str, key: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{feed}|{resource_type}|{key}"))
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_mapping(path: Path) -> FeedMapping:
+    """Read and check a mapping file; every problem names the file and where in it."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MappingFileError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise MappingFileError(f"{path}{where}: not valid YAML") from None
+    try:
+        mapping = FeedMapping.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "mapping"
+        raise MappingFileError(f"{path}: {loc}: {err['msg']}") from None
+    _check_expressions(mapping, path)
+    return mapping
+
+
+def load_mappings(folder: Path = MAPPINGS_DIR) -> dict[str, FeedMapping]:
+    mappings = {}
+    for path in sorted(folder.glob("*.yaml")):
+        mapping = load_mapping(path)
+        if mapping.feed in mappings:
+            raise MappingFileError(f"{path}: feed {mapping.feed!r} is mapped twice")
+        mappings[mapping.feed] = mapping
+    return mappings
+
+
+def _check_expressions(mapping: FeedMapping, path: Path) -> None:
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if EXPRESSION_KEYS & node.keys():
+                _check_expression(node, where)
+                return
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+
+    def _check_expression(node: dict[str, Any], where: str) -> None:
+        allowed = EXPRESSION_KEYS | {"transform", "on_error"}
+        unknown = set(node) - allowed
+        if unknown:
+            raise MappingFileError(f"{path}: {where}: unknown expression key(s) {sorted(unknown)}")
+        if node.get("on_error", "reject") not in ("reject", "drop"):
+            raise MappingFileError(f"{path}: {where}: on_error must be 'reject' or 'drop'")
+        for step in _steps(node.get("transform")):
+            name, arg = step
+            if name == "map":
+                if arg not in mapping.maps:
+                    raise MappingFileError(f"{path}: {where}: no code list {arg!r} in maps")
+            elif name not in TRANSFORMS:
+                raise MappingFileError(f"{path}: {where}: unknown transform {name!r}")
+            if name in NEEDS_ARGUMENT and arg is None:
+                raise MappingFileError(f"{path}: {where}: transform {name!r} needs an argument")
+        ref = node.get("$ref")
+        if ref is not None and ref not in {r.type for r in mapping.resources}:
+            raise MappingFileError(f"{path}: {where}: $ref to {ref!r}, which this feed never makes")
+
+    for i, spec in enumerate(mapping.resources):
+        here = f"resources[{i}]"
+        walk(spec.template, f"{here}.template")
+        walk(spec.key, f"{here}.key")
+        if spec.when is not None:
+            walk(spec.when, f"{here}.when")
+        for j, rule in enumerate(spec.labels):
+            if rule.category not in SENSITIVE_CATEGORIES:
+                raise MappingFileError(f"{path}: {here}.labels[{j}]: unknown category "
+                                       f"{rule.category!r}")
+            walk(rule.when, f"{here}.labels[{j}].when")
+    for j, rule in enumerate(mapping.labels):
+        if rule.category not in SENSITIVE_CATEGORIES:
+            raise MappingFileError(f"{path}: labels[{j}]: unknown category {rule.category!r}")
+    walk(mapping.source_org, "source_org")
+    if mapping.record_key is not None:
+        walk(mapping.record_key, "record_key")
+
+
+def _steps(transform: Any) -> list[tuple[str, Any]]:
+    if transform is None:
+        return []
+    items = transform if isinstance(transform, list) else [transform]
+    steps = []
+    for item in items:
+        if isinstance(item, str):
+            steps.append((item, None))
+        elif isinstance(item, dict) and len(item) == 1:
+            name, arg = next(iter(item.items()))
+            steps.append((str(name), arg))
+        else:
+            steps.append((repr(item), None))
+    return steps
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+class _Context:
+    def __init__(self, mapping: FeedMapping, record: SourceRecord, ids: dict[str, str]) -> None:
+        self.mapping = mapping
+        self.record = record
+        self.ids = ids
+        self.warnings: list[str] = []
+
+
+def evaluate(node: Any, ctx: _Context) -> Any:
+    """Evaluate an expression (or return a literal)."""
+    if not isinstance(node, dict) or not (EXPRESSION_KEYS & node.keys()):
+        return node
+    if "$const" in node:
+        return node["$const"]
+    if "$ref" in node:
+        target = ctx.ids.get(node["$ref"])
+        return {"reference": f"{node['$ref']}/{target}"} if target else None
+    if "$template" in node:
+        missing = False
+
+        def field_value(match: re.Match[str]) -> str:
+            nonlocal missing
+            value = ctx.record.get(match.group(1))
+            missing = missing or value is None
+            return (value or "").strip()
+
+        value: Any = _TEMPLATE_FIELD.sub(field_value, node["$template"])
+        if missing:
+            value = None
+    else:
+        value = ctx.record.get(node["$"])
+    where = node.get("$") or node.get("$template")
+    for name, arg in _steps(node.get("transform")):
+        try:
+            if name == "map":
+                value = _lookup(ctx.mapping.maps[arg], value, arg)
+            else:
+                value = TRANSFORMS[name](value, arg)
+        except FieldError as exc:
+            message = f"field {where!r}: {exc.reason}"
+            if node.get("on_error", "reject") == "drop":
+                ctx.warnings.append(f"{message}; value left out")
+                return None
+            raise RecordError(message) from None
+    return value
+
+
+def _lookup(table: dict[str, Any], value: Any, name: str) -> Any:
+    if value is None:
+        return None
+    key = value.strip() if isinstance(value, str) else value
+    if key in table:
+        return table[key]
+    if "_default" in table:
+        return table["_default"]
+    raise FieldError(f"code not in code list {name!r}")
+
+
+def render(node: Any, ctx: _Context) -> tuple[Any, bool]:
+    """Render a template node: (value, whether any expression inside produced something)."""
+    if isinstance(node, dict):
+        if EXPRESSION_KEYS & node.keys():
+            value = evaluate(node, ctx)
+            return (value, True) if value not in (None, "", []) else (None, False)
+        if "$when" in node and not evaluate(node["$when"], ctx):
+            return None, False
+        out: dict[str, Any] = {}
+        produced = False
+        has_expression = False
+        for key, child in node.items():
+            if key == "$when":
+                continue
+            value, child_produced = render(child, ctx)
+            has_expression = has_expression or _contains_expression(child)
+            produced = produced or child_produced
+            if value not in (None, "", [], {}):
+                out[key] = value
+        if has_expression and not produced:
+            return None, False
+        return (out or None), produced
+    if isinstance(node, list):
+        items: list[Any] = []
+        produced = False
+        for child in node:
+            value, child_produced = render(child, ctx)
+            produced = produced or child_produced
+            if value in (None, "", {}):
+                continue
+            if isinstance(value, list) and _contains_expression(child) and not isinstance(
+                child, list
+            ):
+                items.extend(v for v in value if v not in (None, ""))
+            else:
+                items.append(value)
+        return (items or None), produced
+    return node, False
+
+
+def _contains_expression(node: Any) -> bool:
+    if isinstance(node, dict):
+        if EXPRESSION_KEYS & node.keys():
+            return True
+        return any(_contains_expression(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_contains_expression(v) for v in node)
+    return False
+
+
+def evaluate_on(mapping: FeedMapping, node: Any, record: SourceRecord) -> Any:
+    """Evaluate one expression of a mapping against a record (for adapters)."""
+    return evaluate(node, _Context(mapping, record, {}))
+
+
+def map_record(mapping: FeedMapping, record: SourceRecord) -> MappedRecord:
+    """Map one source record to FHIR resources (not yet validated or stored)."""
+    ctx = _Context(mapping, record, {})
+    source_org = evaluate(mapping.source_org, ctx)
+    if not source_org:
+        raise RecordError("source organisation missing")
+    record_key = evaluate(mapping.record_key, ctx) if mapping.record_key is not None else None
+    result = MappedRecord(str(source_org), str(record_key) if record_key else None)
+    chosen: list[tuple[ResourceSpec, str]] = []
+    for spec in mapping.resources:
+        if spec.when is not None and not evaluate(spec.when, ctx):
+            continue
+        key = evaluate(spec.key, ctx)
+        if not key:
+            continue
+        rid = resource_id(mapping.feed, spec.type, str(key))
+        ctx.ids.setdefault(spec.type, rid)
+        chosen.append((spec, str(key)))
+    for spec, key in chosen:
+        body, _ = render(spec.template, ctx)
+        body = dict(body or {})
+        body["resourceType"] = spec.type
+        body["id"] = resource_id(mapping.feed, spec.type, key)
+        labels = [rule.category for rule in spec.labels if evaluate(rule.when, ctx)]
+        result.resources.append(MappedResource(body, key, labels))
+    if mapping.merge is not None and evaluate(mapping.merge.when, ctx):
+        retired = evaluate(mapping.merge.retired, ctx)
+        if not retired:
+            raise RecordError("merge message without the record to merge")
+        result.retired_record_id = str(retired)
+    result.warnings = list(dict.fromkeys(ctx.warnings))  # one warning per problem
+    return result

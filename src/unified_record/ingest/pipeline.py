@@ -1,0 +1,322 @@
+"""The ingest pipeline: raw message first, then map, validate and store.
+
+For each batch of messages:
+1. every raw message is stored (encrypted) and committed before anything else happens, so
+   nothing received is ever lost; a message already accepted or quarantined is a duplicate;
+2. messages are prepared (parsed, mapped, validated) — in a process pool when `workers > 1`;
+3. each message's resources are stored under a savepoint and the message marked accepted,
+   or it is marked quarantined with a readable reason; the batch commits once.
+
+A crash between 1 and 3 leaves messages `pending`; the next run processes them again, and
+resource ids derived from the source make that converge: every message stored exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from unified_record.ingest.mapping import FeedMapping, load_mappings, resource_id
+from unified_record.ingest.prepare import Prepared, prepare
+from unified_record.ingest.search_values import index_values
+from unified_record.ingest.sources import SourceMessage, iter_messages
+from unified_record.security import BlindIndex, KeyRing
+from unified_record.store import SourceConflictError, UnitOfWork, make_engine, migrate
+from unified_record.store.db import make_session_factory
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class IngestStats:
+    feed: str
+    messages: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    resources: int = 0
+    with_warnings: int = 0
+
+    def add(self, other: IngestStats) -> None:
+        for name in ("messages", "accepted", "quarantined", "duplicates", "resources",
+                     "with_warnings"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message (for MLLP acknowledgements)."""
+
+    status: str  # accepted | quarantined | duplicate
+    reason: str | None
+
+
+# Worker-process state: mappings are loaded once per worker.
+_worker_mappings: dict[str, FeedMapping] = {}
+
+
+def _init_worker(mappings_dir: str) -> None:
+    _die_with_parent()
+    _worker_mappings.update(load_mappings(Path(mappings_dir)))
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when its parent goes, so a killed ingest leaves no orphans."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _prepare_batch(feed: str, raws: list[bytes]) -> list[Prepared]:
+    mapping = _worker_mappings[feed]
+    return [prepare(mapping, raw) for raw in raws]
+
+
+class Pipeline:
+    """Ingests feeds into the store. Use as a context manager to release the worker pool."""
+
+    def __init__(self, database_url: str | Engine, keyring: KeyRing, blind_index: BlindIndex,
+                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 250) -> None:
+        self.engine = make_engine(database_url) if isinstance(database_url, str) else database_url
+        migrate(self.engine)
+        self.sessions = make_session_factory(self.engine)
+        self.keyring = keyring
+        self.blind_index = blind_index
+        self.mappings_dir = mappings_dir
+        self.mappings = load_mappings(mappings_dir)
+        self.batch_size = batch_size
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.keyring, self.blind_index)
+
+    def mapping(self, feed: str) -> FeedMapping:
+        try:
+            return self.mappings[feed]
+        except KeyError:
+            known = ", ".join(sorted(self.mappings))
+            raise ValueError(f"no mapping for feed {feed!r} (known: {known})") from None
+
+    # --- entry points -------------------------------------------------------------------------
+
+    def ingest_path(self, feed: str, path: Path,
+                    on_messages: ProgressCallback | None = None) -> IngestStats:
+        """Ingest a file or a folder of files of one feed."""
+        mapping = self.mapping(feed)
+        return self.ingest_messages(feed, iter_messages(mapping.format, path), on_messages)
+
+    def ingest_dataset(self, root: Path, on_messages: ProgressCallback | None = None,
+                       on_feed: Callable[[str], None] | None = None) -> dict[str, IngestStats]:
+        """Ingest every sub-folder of `root` that is named after a feed mapping."""
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown = [p.name for p in folders if p.name not in self.mappings]
+        if unknown:
+            raise ValueError(f"{root}: no mapping for sub-folder(s) {unknown}")
+        results = {}
+        for folder in folders:
+            if on_feed:
+                on_feed(folder.name)
+            results[folder.name] = self.ingest_path(folder.name, folder, on_messages)
+        return results
+
+    def ingest_messages(self, feed: str, messages: Iterable[SourceMessage],
+                        on_messages: ProgressCallback | None = None) -> IngestStats:
+        stats = IngestStats(feed)
+        in_flight: deque[tuple[list[tuple[str, SourceMessage]], Future[list[Prepared]] | list[
+            Prepared]]] = deque()
+        for batch in _batches(messages, self.batch_size):
+            stats.messages += len(batch)
+            todo = self._store_raw(feed, batch, stats)
+            in_flight.append((todo, self._prepare(feed, [m.raw for _, m in todo])))
+            if len(in_flight) > 1:
+                self._store_prepared(feed, *in_flight.popleft(), stats)
+            if on_messages:
+                on_messages(len(batch))
+        while in_flight:
+            self._store_prepared(feed, *in_flight.popleft(), stats)
+        return stats
+
+    def process_one(self, feed: str, message: SourceMessage) -> Outcome:
+        """Ingest a single message now (the MLLP listener's path)."""
+        stats = IngestStats(feed)
+        todo = self._store_raw(feed, [message], stats)
+        if not todo:
+            return Outcome("duplicate", None)
+        prepared = [prepare(self.mapping(feed), message.raw)]
+        reasons = self._store_prepared(feed, todo, prepared, stats)
+        status = "accepted" if stats.accepted else "quarantined"
+        return Outcome(status, reasons[0] if reasons else None)
+
+    def replay(self, feed: str | None = None,
+               on_messages: ProgressCallback | None = None) -> dict[str, IngestStats]:
+        """Re-process quarantined (and interrupted, still pending) messages, e.g. after a
+        mapping fix. The raw bytes come from the store: nothing is read from the feed again."""
+        with self.uow() as uow:
+            ids = [(m.feed, m.id) for status in ("quarantined", "pending")
+                   for m in uow.messages.with_status(status, feed)]
+        results: dict[str, IngestStats] = {}
+        for name in sorted({f for f, _ in ids}):
+            stats = results.setdefault(name, IngestStats(name))
+            batch_ids = [i for f, i in ids if f == name]
+            for start in range(0, len(batch_ids), self.batch_size):
+                chunk = batch_ids[start:start + self.batch_size]
+                with self.uow() as uow:
+                    todo = []
+                    for message_id in chunk:
+                        msg = uow.messages.get(message_id)
+                        if msg is not None:
+                            todo.append((msg.id, SourceMessage(uow.messages.raw_bytes(msg),
+                                                               msg.locator or "")))
+                stats.messages += len(todo)
+                self._store_prepared(name, todo, self._prepare(name, [m.raw for _, m in todo]),
+                                     stats)
+                if on_messages:
+                    on_messages(len(todo))
+        return results
+
+    # --- stages -------------------------------------------------------------------------------
+
+    def _store_raw(self, feed: str, batch: list[SourceMessage],
+                   stats: IngestStats) -> list[tuple[str, SourceMessage]]:
+        todo: dict[str, SourceMessage] = {}
+        with self.uow() as uow:
+            for message in batch:
+                msg, created = uow.messages.add(feed, message.raw, message.locator,
+                                                message.control_id)
+                if (not created and msg.status != "pending") or msg.id in todo:
+                    stats.duplicates += 1
+                    continue
+                todo[msg.id] = message
+            uow.commit()
+        return list(todo.items())
+
+    def _prepare(self, feed: str, raws: list[bytes]) -> Future[list[Prepared]] | list[Prepared]:
+        if self.workers <= 1 or not raws:
+            return [prepare(self.mapping(feed), raw) for raw in raws]
+        if self._pool is None:
+            # forkserver, not fork: a forked worker would inherit the database connections,
+            # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
+                                             initializer=_init_worker,
+                                             initargs=(str(self.mappings_dir),))
+        return self._pool.submit(_prepare_batch, feed, raws)
+
+    def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
+                        prepared: Future[list[Prepared]] | list[Prepared],
+                        stats: IngestStats) -> list[str | None]:
+        results = prepared.result() if isinstance(prepared, Future) else prepared
+        reasons: list[str | None] = []
+        with self.uow() as uow:
+            for (message_id, _), prep in zip(todo, results, strict=True):
+                msg = uow.messages.get(message_id)
+                assert msg is not None
+                if prep.error is not None:
+                    uow.messages.mark(msg, "quarantined", prep.error)
+                    stats.quarantined += 1
+                    reasons.append(prep.error)
+                    continue
+                try:
+                    with uow.session.begin_nested():
+                        self._store_resources(uow, feed, message_id, prep)
+                except (SourceConflictError, ValueError) as exc:
+                    reason = f"not stored: {exc}"
+                    uow.messages.mark(msg, "quarantined", reason)
+                    stats.quarantined += 1
+                    reasons.append(reason)
+                    continue
+                warning = "; ".join(prep.warnings) or None
+                uow.messages.mark(msg, "accepted", warning)
+                stats.accepted += 1
+                stats.resources += len(prep.resources)
+                stats.with_warnings += bool(warning)
+                reasons.append(warning)
+            uow.commit()
+        return reasons
+
+    def _store_resources(self, uow: UnitOfWork, feed: str, message_id: str,
+                         prep: Prepared) -> None:
+        retired_id = None
+        if prep.retired_record_id:
+            retired_id = resource_id(feed, "Patient", prep.retired_record_id)
+        for item in prep.resources:
+            body = item.resource
+            if body["resourceType"] == "Patient":
+                body = _with_links(body, uow.resources.get("Patient", body["id"]))
+                if retired_id and retired_id != body["id"]:
+                    _add_link(body, retired_id, "replaces")
+                    self._retire(uow, feed, message_id, prep, retired_id, body["id"])
+            uow.resources.put(body, source_feed=feed, source_org=prep.source_org,
+                              source_record_id=item.source_record_id,
+                              inbound_message_id=message_id, security_labels=item.labels,
+                              index_values=item.index)
+
+    def _retire(self, uow: UnitOfWork, feed: str, message_id: str, prep: Prepared,
+                retired_id: str, surviving_id: str) -> None:
+        """An A40 merge: the retired record points to the surviving one (`replaced-by`)."""
+        current = uow.resources.get("Patient", retired_id)
+        body: dict[str, Any] = dict(current) if current else {"resourceType": "Patient",
+                                                              "id": retired_id}
+        body["active"] = False
+        _add_link(body, surviving_id, "replaced-by")
+        uow.resources.put(body, source_feed=feed, source_org=prep.source_org,
+                          source_record_id=prep.retired_record_id,
+                          inbound_message_id=message_id,
+                          index_values=index_values(body))
+
+
+def _add_link(body: dict[str, Any], other_id: str, link_type: str) -> None:
+    links = body.setdefault("link", [])
+    ref = f"Patient/{other_id}"
+    if not any(link.get("other", {}).get("reference") == ref for link in links):
+        links.append({"other": {"reference": ref}, "type": link_type})
+
+
+def _with_links(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """Links made by merges belong to the integration, not the sender: carry them forward."""
+    if not current or not current.get("link"):
+        return body
+    merged = dict(body)
+    for link in current["link"]:
+        _add_link(merged, link["other"]["reference"].split("/", 1)[1], link["type"])
+    return merged
+
+
+def _batches(messages: Iterable[SourceMessage], size: int) -> Iterator[list[SourceMessage]]:
+    batch: list[SourceMessage] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1))

@@ -1,0 +1,68 @@
+"""Turning one raw inbound message into validated FHIR resources: pure and picklable.
+
+This is the CPU-heavy part of ingest (parsing, mapping, FHIR validation), kept free of
+database and key access so a process pool can run it on every core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from unified_record.fhir.validation import InvalidResource, validate_resource
+from unified_record.ingest.csv_adapter import parse_csv_message
+from unified_record.ingest.fhir_bundle import map_bundle
+from unified_record.ingest.mapping import FeedMapping, MappedRecord, RecordError, map_record
+from unified_record.ingest.search_values import index_values
+
+
+@dataclass
+class PreparedResource:
+    resource: dict[str, Any]
+    source_record_id: str
+    labels: list[str]
+    index: list[tuple[str, str]]
+
+
+@dataclass
+class Prepared:
+    """The outcome for one message: resources to store, or the reason it was not accepted."""
+
+    source_org: str = ""
+    source_record_id: str | None = None
+    resources: list[PreparedResource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    retired_record_id: str | None = None
+    error: str | None = None
+
+
+def prepare(mapping: FeedMapping, raw: bytes) -> Prepared:
+    """Parse, map and validate; never raises for bad input (the reason is in `error`)."""
+    try:
+        mapped = _map(mapping, raw)
+        resources = []
+        for item in mapped.resources:
+            _validate(item.resource)
+            resources.append(PreparedResource(item.resource, item.source_record_id, item.labels,
+                                              index_values(item.resource)))
+    except RecordError as exc:
+        return Prepared(error=exc.reason)
+    return Prepared(mapped.source_org, mapped.source_record_id, resources, mapped.warnings,
+                    mapped.retired_record_id)
+
+
+def _map(mapping: FeedMapping, raw: bytes) -> MappedRecord:
+    if mapping.format == "csv":
+        return map_record(mapping, parse_csv_message(raw, mapping.csv))
+    if mapping.format == "fhir":
+        return map_bundle(mapping, raw)
+    from unified_record.ingest.hl7_record import parse_hl7_record
+
+    return map_record(mapping, parse_hl7_record(raw))
+
+
+def _validate(resource: dict[str, Any]) -> None:
+    try:
+        validate_resource(resource)
+    except InvalidResource as exc:
+        raise RecordError(str(exc)) from None

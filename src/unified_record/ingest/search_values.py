@@ -1,0 +1,66 @@
+"""The normalised values a resource is findable by, for the store's blind index.
+
+Only keyed hashes of these values are stored, never the values.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+_NON_ALPHA = re.compile(r"[^A-Z]")
+_SOUNDEX = str.maketrans("BFPVCGJKQSXZDTLMNR", "111122222222334556")
+
+
+def fold_name(name: str) -> str:
+    """Upper case, diacritics folded, only letters: "O'Brien-Smyth" -> "OBRIENSMYTH"."""
+    text = unicodedata.normalize("NFKD", name.replace("Ł", "L").replace("ł", "l"))
+    return _NON_ALPHA.sub("", text.encode("ascii", "ignore").decode("ascii").upper())
+
+
+def soundex(name: str) -> str:
+    """American Soundex of a folded name (a phonetic key for fuzzy name search)."""
+    letters = fold_name(name)
+    if not letters:
+        return ""
+    digits = letters.translate(_SOUNDEX)
+    code, last = letters[0], digits[0] if not digits[0].isalpha() else ""
+    for letter, digit in zip(letters[1:], digits[1:], strict=True):
+        if digit.isdigit():
+            if digit != last:
+                code += digit
+            last = digit
+        elif letter not in "HW":
+            last = ""
+    return (code + "000")[:4]
+
+
+def postcode_key(value: str) -> str:
+    return re.sub(r"\s+", "", value.upper())
+
+
+def index_values(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(param, normalised value) pairs for the blind index."""
+    values: list[tuple[str, str]] = []
+    if resource.get("resourceType") == "Patient":
+        for ident in resource.get("identifier") or []:
+            if ident.get("system") and ident.get("value"):
+                values.append(("identifier", f"{ident['system']}|{ident['value'].strip()}"))
+        for name in resource.get("name") or []:
+            if family := fold_name(name.get("family") or ""):
+                values.append(("family", family))
+                values.append(("phonetic", soundex(family)))
+            for given in name.get("given") or []:
+                if folded := fold_name(given):
+                    values.append(("given", folded))
+        if birth := resource.get("birthDate"):
+            values.append(("birthdate", birth))
+        for address in resource.get("address") or []:
+            if code := address.get("postalCode"):
+                values.append(("postcode", postcode_key(code)))
+    for field in ("subject", "patient"):
+        ref = resource.get(field)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            values.append(("patient", ref["reference"]))
+    return sorted(set(values))
