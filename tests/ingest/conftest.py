@@ -1,21 +1,11 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from ingest_support import MAPPINGS, make_keys
 
 from unified_record.ingest import Pipeline
-from unified_record.security import BlindIndex, KeyRing
-
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "synthetic_data" / "sample"
-MAPPINGS = REPO / "mappings"
-
-
-def make_keys() -> tuple[KeyRing, BlindIndex]:
-    return KeyRing({"k1": os.urandom(32)}, "k1"), BlindIndex(os.urandom(32))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import SAMPLE
+from ingest_support import SAMPLE
 
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline
@@ -231,3 +231,12 @@ def test_mllp_listener_serves_concurrent_senders(listener: int) -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(sender, range(8)))
     assert results == [["AA"] * 5] * 8
+
+
+def test_a_message_without_the_record_key_is_quarantined(pipeline: Pipeline) -> None:
+    no_mrn = adt("K1", "A01", "1", pv1("V5"),
+                 pid="PID|1||9434765919^^^NHS^NH||TESTER^ANNA||19800229|F")
+    outcome = pipeline.process_one(FEED, SourceMessage(no_mrn, "t"))
+    assert outcome.status == "quarantined"
+    assert outcome.reason == "source record key missing (field 'PID-3[5=MR].1')"
+    assert stored(pipeline, "Encounter", "V5") is None

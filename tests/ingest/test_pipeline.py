@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import MAPPINGS, SAMPLE, make_keys
+from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
+from store_support import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
 
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import UnitOfWork, make_engine, migrate

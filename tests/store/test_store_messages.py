@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import patient, provenance
 from sqlalchemy.engine import Engine
+from store_support import patient, provenance
 
 from unified_record.store import InboundMessage, ResourceRow, UnitOfWork
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
 from sqlalchemy.engine import Engine
+from store_support import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
 
 from unified_record.fhir.security_labels import security_coding
 from unified_record.store import (

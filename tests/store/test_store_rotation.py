@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import KEY_1, KEY_2, patient, provenance
 from sqlalchemy.engine import Engine
+from store_support import KEY_1, KEY_2, patient, provenance
 
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import InboundMessage, UnitOfWork, make_session_factory, rotate_keys

@@ -42,7 +42,7 @@ def validate_resource(resource: dict[str, Any]) -> None:
     rtype = str(resource.get("resourceType", ""))
     try:
         model = get_fhir_model_class(rtype)
-    except KeyError:
+    except (KeyError, ValueError):
         raise InvalidResource(f"unknown FHIR resource type {rtype!r}") from None
     try:
         model.model_validate(resource)

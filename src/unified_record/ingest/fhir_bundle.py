@@ -126,7 +126,8 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
         method = (entry.get("request") or {}).get("method", "PUT")
         if method not in ("PUT", "POST"):
             # The method is echoed only when it is one: a corrupt entry may hold anything.
-            what = method if method in _HTTP_VERBS else "request.method"
+            what = method if isinstance(method, str) and method in _HTTP_VERBS else (
+                "request.method")
             result.warnings.append(f"entry {position}: {what} is not accepted from this feed")
             continue
         body = _rewrite_references(json.loads(json.dumps(resource)), new_refs)
@@ -135,6 +136,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
         body["id"] = new_refs[f"{rtype}/{resource['id']}"].split("/")[1] if resource.get(
             "id") else new_refs[str(entry["fullUrl"])].split("/")[1]
         try:
+            _check_nulls(body, rtype)
             validate_resource(body)  # cached: prepare() checks it again for free
         except InvalidResource as exc:
             if transaction:  # all or nothing
@@ -172,6 +174,29 @@ def _is_resource_type(name: Any) -> bool:
         return issubclass(get_fhir_model_class(name), Resource)
     except ValueError:  # not a FHIR model at all
         return False
+
+
+def _check_nulls(resource: dict[str, Any], rtype: str) -> None:
+    """FHIR JSON allows null only in a primitive array whose `_name` twin holds an extension
+    at that position (fhir.resources lets stray nulls through); raise InvalidResource."""
+    stack: list[tuple[Any, str]] = [(resource, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, f"{path}.{i}") for i, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else key
+            if isinstance(value, list) and not key.startswith("_"):
+                twin = node.get(f"_{key}")
+                for i, item in enumerate(value):
+                    if item is None and not (isinstance(twin, list) and len(twin) == len(value)
+                                             and twin[i] is not None):
+                        raise InvalidResource(f"{rtype} invalid: {where}.{i}: null without "
+                                              f"an extension in _{key}")
+            stack.append((value, where))
 
 
 def _too_deep(data: Any) -> bool:

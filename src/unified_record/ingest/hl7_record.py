@@ -13,6 +13,15 @@ from unified_record.ingest.hl7v2 import Hl7Error, Hl7Message, parse_message
 from unified_record.ingest.mapping import RecordError
 
 _FILTERED = re.compile(r"([A-Z][A-Z0-9]{2}(?:\[\d+\])?-\d+)\[(\d+)=([^\]]*)\](?:\.(\d+))?\Z")
+_N = r"0*[1-9][0-9]*"  # positions are 1-based
+_PATH = re.compile(rf"[A-Z][A-Z0-9]{{2}}(?:\[{_N}\])?-{_N}(?:\[{_N}\])?(?:\.{_N}(?:\.{_N})?)?\Z")
+_FILTERED_PATH = re.compile(
+    rf"[A-Z][A-Z0-9]{{2}}(?:\[{_N}\])?-{_N}\[{_N}=[^\]]*\](?:\.{_N})?\Z")
+
+
+def is_path(path: str) -> bool:
+    """True for a path `Hl7Record.get` reads (mapping files are checked with it on load)."""
+    return bool(_PATH.match(path) or _FILTERED_PATH.match(path))
 
 
 class Hl7Record:

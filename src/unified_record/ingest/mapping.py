@@ -27,7 +27,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unified_record.fhir.security_labels import SENSITIVE_CATEGORIES
-from unified_record.ingest.transforms import NEEDS_ARGUMENT, TRANSFORMS, FieldError
+from unified_record.ingest.transforms import (
+    NEEDS_ARGUMENT,
+    TRANSFORMS,
+    FieldError,
+    argument_problem,
+)
 
 ID_NAMESPACE = uuid.UUID("5b1f4f0e-7a4b-4c59-9d27-6c1a0e5f3a10")
 MAPPINGS_DIR = Path(__file__).resolve().parents[3] / "mappings"
@@ -190,9 +195,21 @@ def _check_expressions(mapping: FeedMapping, path: Path) -> None:
                 raise MappingFileError(f"{path}: {where}: unknown transform {name!r}")
             if name in NEEDS_ARGUMENT and arg is None:
                 raise MappingFileError(f"{path}: {where}: transform {name!r} needs an argument")
+            problem = argument_problem(name, arg)
+            if problem:
+                raise MappingFileError(f"{path}: {where}: transform {name!r}: {problem}")
         ref = node.get("$ref")
         if ref is not None and ref not in {r.type for r in mapping.resources}:
             raise MappingFileError(f"{path}: {where}: $ref to {ref!r}, which this feed never makes")
+        if mapping.format == "hl7v2":  # a bad path would fail every message: fail here instead
+            from unified_record.ingest.hl7_record import is_path
+
+            fields = [node["$"]] if "$" in node else []
+            fields += _TEMPLATE_FIELD.findall(str(node.get("$template", "")))
+            for field_path in fields:
+                if not isinstance(field_path, str) or not is_path(field_path):
+                    raise MappingFileError(f"{path}: {where}: {field_path!r} is not an HL7 path "
+                                           "(like PID-5.1, PID-3[2].1 or PID-3[5=MR].1)")
 
     for i, spec in enumerate(mapping.resources):
         here = f"resources[{i}]"
@@ -208,9 +225,13 @@ def _check_expressions(mapping: FeedMapping, path: Path) -> None:
     for j, rule in enumerate(mapping.labels):
         if rule.category not in SENSITIVE_CATEGORIES:
             raise MappingFileError(f"{path}: labels[{j}]: unknown category {rule.category!r}")
+        walk(rule.when, f"labels[{j}].when")
     walk(mapping.source_org, "source_org")
     if mapping.record_key is not None:
         walk(mapping.record_key, "record_key")
+    if mapping.merge is not None:
+        walk(mapping.merge.when, "merge.when")
+        walk(mapping.merge.retired, "merge.retired")
 
 
 def _steps(transform: Any) -> list[tuple[str, Any]]:
@@ -352,6 +373,10 @@ def map_record(mapping: FeedMapping, record: SourceRecord) -> MappedRecord:
     if not source_org:
         raise RecordError("source organisation missing")
     record_key = evaluate(mapping.record_key, ctx) if mapping.record_key is not None else None
+    if mapping.record_key is not None and not record_key:
+        where = mapping.record_key.get("$") if isinstance(mapping.record_key, dict) else None
+        raise RecordError(f"source record key missing (field {where!r})" if where
+                          else "source record key missing")
     result = MappedRecord(str(source_org), str(record_key) if record_key else None)
     chosen: list[tuple[ResourceSpec, str]] = []
     for spec in mapping.resources:

@@ -33,6 +33,7 @@ from unified_record.ingest.search_values import index_values
 from unified_record.ingest.sources import SourceMessage, iter_messages
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork, make_engine, migrate
+from unified_record.store.batch import NewMessage, ResourceBatch, add_messages, mark_messages
 from unified_record.store.db import make_session_factory
 
 ProgressCallback = Callable[[int], None]
@@ -206,14 +207,14 @@ class Pipeline:
                    stats: IngestStats) -> list[tuple[str, SourceMessage]]:
         todo: dict[str, SourceMessage] = {}
         with self.uow() as uow:
-            for message in batch:
-                msg, created = uow.messages.add(feed, message.raw, message.locator,
-                                                message.control_id)
-                if (not created and msg.status != "pending") or msg.id in todo:
-                    stats.duplicates += 1
-                    continue
-                todo[msg.id] = message
+            stored = add_messages(uow.session, self.keyring, self.blind_index, feed,
+                                  [NewMessage(m.raw, m.locator, m.control_id) for m in batch])
             uow.commit()
+        for message, msg in zip(batch, stored, strict=True):
+            if (not msg.created and msg.status != "pending") or msg.id in todo:
+                stats.duplicates += 1
+                continue
+            todo[msg.id] = message
         return list(todo.items())
 
     def _prepare(self, feed: str, raws: list[bytes]) -> Future[list[Prepared]] | list[Prepared]:
@@ -230,36 +231,42 @@ class Pipeline:
     def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
                         prepared: Future[list[Prepared]] | list[Prepared],
                         stats: IngestStats) -> list[str | None]:
+        """Store a batch's resources and outcomes in one transaction; a message that cannot
+        be stored is quarantined alone (its puts are undone), the others go on."""
         results = prepared.result() if isinstance(prepared, Future) else prepared
         reasons: list[str | None] = []
+        outcomes: list[tuple[str, str, str | None]] = []
         with self.uow() as uow:
+            batch = ResourceBatch(uow.session, self.keyring, self.blind_index)
+            batch.load(*_keys_of(feed, results))
             for (message_id, _), prep in zip(todo, results, strict=True):
-                msg = uow.messages.get(message_id)
-                assert msg is not None
                 if prep.error is not None:
-                    uow.messages.mark(msg, "quarantined", prep.error)
+                    outcomes.append((message_id, "quarantined", prep.error))
                     stats.quarantined += 1
                     reasons.append(prep.error)
                     continue
+                mark = batch.checkpoint()
                 try:
-                    with uow.session.begin_nested():
-                        self._store_resources(uow, feed, message_id, prep)
+                    self._store_resources(batch, feed, message_id, prep)
                 except (SourceConflictError, ValueError) as exc:
+                    batch.rollback_to(mark)
                     reason = f"not stored: {exc}"
-                    uow.messages.mark(msg, "quarantined", reason)
+                    outcomes.append((message_id, "quarantined", reason))
                     stats.quarantined += 1
                     reasons.append(reason)
                     continue
                 warning = "; ".join(prep.warnings) or None
-                uow.messages.mark(msg, "accepted", warning)
+                outcomes.append((message_id, "accepted", warning))
                 stats.accepted += 1
                 stats.resources += len(prep.resources)
                 stats.with_warnings += bool(warning)
                 reasons.append(warning)
+            batch.flush()
+            mark_messages(uow.session, outcomes)
             uow.commit()
         return reasons
 
-    def _store_resources(self, uow: UnitOfWork, feed: str, message_id: str,
+    def _store_resources(self, batch: ResourceBatch, feed: str, message_id: str,
                          prep: Prepared) -> None:
         retired_id = None
         if prep.retired_record_id:
@@ -267,27 +274,40 @@ class Pipeline:
         for item in prep.resources:
             body = item.resource
             if body["resourceType"] == "Patient":
-                body = _with_links(body, uow.resources.get("Patient", body["id"]))
+                body = _with_links(body, batch.get("Patient", body["id"]))
                 if retired_id and retired_id != body["id"]:
                     _add_link(body, retired_id, "replaces")
-                    self._retire(uow, feed, message_id, prep, retired_id, body["id"])
-            uow.resources.put(body, source_feed=feed, source_org=prep.source_org,
-                              source_record_id=item.source_record_id,
-                              inbound_message_id=message_id, security_labels=item.labels,
-                              index_values=item.index)
+                    self._retire(batch, feed, message_id, prep, retired_id, body["id"])
+            batch.put(body, source_feed=feed, source_org=prep.source_org,
+                      source_record_id=item.source_record_id, inbound_message_id=message_id,
+                      security_labels=item.labels, index_values=item.index)
 
-    def _retire(self, uow: UnitOfWork, feed: str, message_id: str, prep: Prepared,
+    def _retire(self, batch: ResourceBatch, feed: str, message_id: str, prep: Prepared,
                 retired_id: str, surviving_id: str) -> None:
         """An A40 merge: the retired record points to the surviving one (`replaced-by`)."""
-        current = uow.resources.get("Patient", retired_id)
+        current = batch.get("Patient", retired_id)
         body: dict[str, Any] = dict(current) if current else {"resourceType": "Patient",
                                                               "id": retired_id}
         body["active"] = False
         _add_link(body, surviving_id, "replaced-by")
-        uow.resources.put(body, source_feed=feed, source_org=prep.source_org,
-                          source_record_id=prep.retired_record_id,
-                          inbound_message_id=message_id,
-                          index_values=index_values(body))
+        batch.put(body, source_feed=feed, source_org=prep.source_org,
+                  source_record_id=prep.retired_record_id, inbound_message_id=message_id,
+                  index_values=index_values(body))
+
+
+def _keys_of(feed: str, results: list[Prepared]) -> tuple[list[tuple[str, str]],
+                                                         list[tuple[str, str, str]]]:
+    """What a batch will read: each resource by id and by source record, and merged ids."""
+    keys, sources = [], []
+    for prep in results:
+        for item in prep.resources:
+            rtype = item.resource["resourceType"]
+            keys.append((rtype, item.resource["id"]))
+            sources.append((rtype, feed, item.source_record_id))
+        if prep.retired_record_id:
+            keys.append(("Patient", resource_id(feed, "Patient", prep.retired_record_id)))
+            sources.append(("Patient", feed, prep.retired_record_id))
+    return keys, sources
 
 
 def _add_link(body: dict[str, Any], other_id: str, link_type: str) -> None:

@@ -52,7 +52,7 @@ def index_values(resource: dict[str, Any]) -> list[tuple[str, str]]:
                 values.append(("family", family))
                 values.append(("phonetic", soundex(family)))
             for given in name.get("given") or []:
-                if folded := fold_name(given):
+                if isinstance(given, str) and (folded := fold_name(given)):  # null: extension only
                     values.append(("given", folded))
         if birth := resource.get("birthDate"):
             values.append(("birthdate", birth))

@@ -204,3 +204,20 @@ TRANSFORMS: dict[str, Transform] = {
 }
 # Transforms that need an argument in the mapping file.
 NEEDS_ARGUMENT = {"date", "split", "name_part", "equals", "in", "default", "prefix", "map"}
+
+
+def argument_problem(name: str, arg: Any) -> str | None:
+    """What is wrong with a transform's argument in a mapping file (None when nothing is), so
+    that a mistake fails when the mapping loads rather than on every record."""
+    if name == "date" and not isinstance(arg, str):
+        return "the argument must be text"
+    if name == "split" and not (
+            isinstance(arg, dict) and set(arg) <= {"sep", "index"}
+            and isinstance(arg.get("sep", ","), str) and arg.get("sep", ",")
+            and isinstance(arg.get("index", 0), int)):
+        return "the argument must be {sep: <text>, index: <number>}"
+    if name == "name_part" and arg not in ("family", "given", "middle"):
+        return "the argument must be family, given or middle"
+    if name == "in" and not isinstance(arg, list):
+        return "the argument must be a list"
+    return None

@@ -1,0 +1,127 @@
+"""Bulk writes (ResourceBatch, add_messages, mark_messages) keep the repository's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from store_support import FAMILY, patient, provenance
+
+from unified_record.security import BlindIndex, KeyRing
+from unified_record.store import SourceConflictError, UnitOfWork
+from unified_record.store.batch import NewMessage, ResourceBatch, add_messages, mark_messages
+from unified_record.store.models import InboundMessage, ResourceVersionRow, SearchIndexRow
+
+
+@pytest.fixture
+def batch_of(cipher: KeyRing, blind_index: BlindIndex) -> Callable[[UnitOfWork], ResourceBatch]:
+    return lambda uow: ResourceBatch(uow.session, cipher, blind_index)
+
+
+def test_batch_put_matches_the_repository(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch]
+) -> None:
+    with uow:
+        batch = batch_of(uow)
+        batch.load([("Patient", "p1")], [("Patient", "council_asc", "ASC-1")])
+        first = batch.put(patient(), **provenance(), index_values=[("family", FAMILY)])
+        assert batch.put(patient(), **provenance()) == first, "unchanged body: no new version"
+        second = batch.put(patient(gender="female"), **provenance(),
+                           security_labels=["safeguarding"], index_values=[("family", "NEW")])
+        assert second["meta"]["versionId"] == "2"
+        assert batch.get("Patient", "p1") == second
+        batch.flush()
+        uow.commit()
+    with uow:
+        assert uow.resources.get("Patient", "p1") == second
+        assert [v.version_id for v in uow.resources.versions("Patient", "p1")] == [2, 1]
+        assert uow.resources.vread("Patient", "p1", 1) == first
+        assert uow.resources.search("Patient", "family", "NEW") == ["p1"]
+        assert uow.resources.search("Patient", "family", FAMILY) == []
+        prov = uow.resources.provenance("Patient", "p1")
+        assert prov is not None and prov.security_labels == ("safeguarding",)
+
+
+def test_a_later_batch_updates_rows_and_replaces_the_index(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch]
+) -> None:
+    with uow:
+        uow.resources.put(patient(), **provenance(), index_values=[("family", FAMILY)])
+        uow.commit()
+    with uow:
+        batch = batch_of(uow)
+        batch.load([("Patient", "p1")])
+        assert batch.put(patient(), **provenance())["meta"]["versionId"] == "1"
+        batch.put(patient(birthDate="1950-02-04"), **provenance(),
+                  index_values=[("birthdate", "1950-02-04")])
+        batch.flush()
+        uow.commit()
+    with uow:
+        current = uow.resources.get("Patient", "p1")
+        assert current is not None and current["birthDate"] == "1950-02-04"
+        assert current["meta"]["versionId"] == "2"
+        index = uow.session.scalars(sa.select(SearchIndexRow.param)).all()
+        assert index == ["birthdate"]
+
+
+def test_rollback_to_a_checkpoint_forgets_one_message(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch]
+) -> None:
+    with uow:
+        batch = batch_of(uow)
+        batch.put(patient("a"), **provenance(source_record_id="A"))
+        mark = batch.checkpoint()
+        batch.put(patient("b"), **provenance(source_record_id="B"))
+        with pytest.raises(SourceConflictError):
+            batch.put(patient("c"), **provenance(source_record_id="A"))
+        batch.rollback_to(mark)
+        assert batch.get("Patient", "b") is None
+        batch.put(patient("b2"), **provenance(source_record_id="B"))  # B is free again
+        batch.flush()
+        uow.commit()
+    with uow:
+        ids = uow.session.scalars(sa.select(ResourceVersionRow.id).order_by(
+            ResourceVersionRow.id)).all()
+        assert ids == ["a", "b2"]
+
+
+def test_bad_resources_raise_before_anything_is_buffered(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch]
+) -> None:
+    with uow:
+        batch = batch_of(uow)
+        with pytest.raises(ValueError, match="resource id"):
+            batch.put(patient("bad/id"), **provenance())
+        with pytest.raises(ValueError, match="unknown sensitive category"):
+            batch.put(patient(), **provenance(), security_labels=["gossip"])
+        assert batch.checkpoint() == 0
+
+
+def test_add_messages_deduplicates_within_and_across_batches(
+    uow: UnitOfWork, cipher: KeyRing, blind_index: BlindIndex
+) -> None:
+    hasher = blind_index
+    with uow:
+        first = add_messages(uow.session, cipher, hasher, "adt", [
+            NewMessage(b"one", "f:1", "C1"), NewMessage(b"two", "f:2", "C2"),
+            NewMessage(b"one", "f:3", "C1"), NewMessage(b"resent", "f:4", "C2")])
+        uow.commit()
+    assert [m.created for m in first] == [True, True, False, False]
+    assert first[2].id == first[0].id and first[3].id == first[1].id
+    with uow:
+        mark_messages(uow.session, [(first[0].id, "accepted", None),
+                                    (first[1].id, "quarantined", "PID-7: impossible date")])
+        again = add_messages(uow.session, cipher, hasher, "adt", [NewMessage(b"two", "g:1")])
+        uow.commit()
+    assert again[0].id == first[1].id and not again[0].created
+    with uow:
+        rows = {m.id: m for m in uow.session.scalars(sa.select(InboundMessage))}
+        assert len(rows) == 2
+        assert rows[first[1].id].status == "quarantined"
+        assert rows[first[1].id].reason == "PID-7: impossible date"
+        assert rows[first[1].id].attempts == 1
+        assert uow.messages.raw_bytes(rows[first[0].id]) == b"one"
+        assert rows[first[0].id].locator == "f:1"
+    with uow, pytest.raises(ValueError, match="unknown message status"):
+        mark_messages(uow.session, [(first[0].id, "lost", None)])
