@@ -66,12 +66,13 @@ def run(url: str, data: Path, workers: int, profile: bool) -> tuple[dict[str, In
 def report(label: str, results: dict[str, IngestStats], seconds: float) -> dict[str, object]:
     total = IngestStats("total")
     print(f"\n{label}: {seconds:.1f} s")
-    print(f"  {'feed':32} {'records':>9} {'accepted':>9} {'resources':>10}")
-    for name, stats in results.items():
-        total.add(stats)
-        print(f"  {name:32} {stats.messages:9,} {stats.accepted:9,} {stats.resources:10,}")
+    print(f"  {'feed':32} {'records':>9} {'accepted':>9} {'duplicate':>9} {'resources':>10}")
+    for name, stats in [*results.items(), ("total", total)]:
+        if stats is not total:
+            total.add(stats)
+        print(f"  {name:32} {stats.messages:9,} {stats.accepted:9,} {stats.duplicates:9,} "
+              f"{stats.resources:10,}")
     rate = total.messages / seconds
-    print(f"  {'total':32} {total.messages:9,} {total.accepted:9,} {total.resources:10,}")
     print(f"  {rate:,.0f} source records/s, {total.resources / seconds:,.0f} resources/s")
     return {"database": label, "records": total.messages, "resources": total.resources,
             "seconds": round(seconds, 1), "records_per_second": round(rate)}
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--workers", type=int, default=0, help="prepare processes; 0 = cores")
     parser.add_argument("--profile", action="store_true", help="cProfile the main process")
+    parser.add_argument("--plot", type=Path, help="write an SVG bar chart of the rates here")
     args = parser.parse_args()
 
     data = dataset(args.people, args.seed, args.data)
@@ -111,6 +113,37 @@ def main() -> None:
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
     print(json.dumps(summary))
+    if args.plot:
+        args.plot.write_text(svg_chart(summary, args.people))
+        print(f"chart written to {args.plot}")
+
+
+def svg_chart(summary: list[dict[str, object]], people: int, target: int = 3000) -> str:
+    """Records per second per database against the target, as a plain SVG bar chart."""
+    width, left, bar, gap = 640, 110, 34, 16
+    scale = (width - left - 40) / max(target * 1.1, *(float(str(r["records_per_second"]))
+                                                      for r in summary))
+    height = 60 + len(summary) * (bar + gap) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="13">',
+             f'<title>Ingest rate, {people:,} people</title>',
+             f'<text x="10" y="24" font-size="15">Ingest: source records per second '
+             f'({people:,} people, full validation and encryption)</text>']
+    for i, row in enumerate(summary):
+        y = 44 + i * (bar + gap)
+        rate = float(str(row["records_per_second"]))
+        parts += [f'<text x="10" y="{y + bar * 0.65:.0f}">{row["database"]}</text>',
+                  f'<rect x="{left}" y="{y}" width="{rate * scale:.0f}" height="{bar}" '
+                  f'fill="#1d70b8"/>',
+                  f'<text x="{left + rate * scale + 6:.0f}" y="{y + bar * 0.65:.0f}">'
+                  f'{rate:,.0f}/s</text>']
+    x = left + target * scale
+    bottom = height - 24
+    parts += [f'<line x1="{x:.0f}" y1="36" x2="{x:.0f}" y2="{bottom}" stroke="#d4351c" '
+              f'stroke-dasharray="4 3"/>',
+              f'<text x="{x - 4:.0f}" y="{bottom + 16}" text-anchor="end" fill="#d4351c">'
+              f'target {target:,}/s</text>', "</svg>"]
+    return "\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def fail(message: str) -> None:
 @app.callback()
 def main() -> None:
     """Validate configuration before any command runs."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         load_settings()
     except ConfigError as exc:

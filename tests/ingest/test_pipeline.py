@@ -90,6 +90,22 @@ def test_parallel_workers_give_the_same_store(database_url: str, tmp_path: Path)
     assert ids == truth_ids("council_adult_social_care")
 
 
+
+def test_planner_statistics_are_refreshed_as_tables_grow(database_url: str) -> None:
+    """PostgreSQL plans batch lookups badly on tables without statistics (see
+    store.db.refresh_statistics); the pipeline analyses after batch 1, 2, 4, ..."""
+    keyring, blind_index = make_keys()
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, batch_size=20) as p:
+        p.ingest_path("community_health", SAMPLE / "community_health")
+        assert p._batches_stored >= 2
+        if p.engine.dialect.name == "postgresql":
+            with p.engine.connect() as conn:
+                analysed = conn.execute(sa.text(
+                    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                    " AND last_analyze IS NOT NULL")).scalars().all()
+            assert {"resource", "inbound_message", "search_index"} <= set(analysed)
+    p.engine.dispose()
+
 BAD_CSV = (
     "LA Code,LA Person Unique Identifier,NHS Number,Title,First Name,Middle Names,Surname,"
     "Date of Birth,Gender,Ethnicity,Address Line 1,Address Line 2,Town,Postcode,Telephone,Email,"

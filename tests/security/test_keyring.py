@@ -173,3 +173,20 @@ def test_different_aad_never_opens(plaintext: bytes, aad: bytes, other: bytes) -
 def test_random_keys_work() -> None:
     fresh = KeyRing({"k": os.urandom(32)}, "k")
     assert fresh.decrypt(fresh.encrypt(b"hello")) == b"hello"
+
+
+def test_nonces_never_repeat_and_a_forked_child_draws_its_own() -> None:
+    import os as _os
+
+    from unified_record.security.keyring import NONCE_BYTES, _nonces
+
+    seen = {_nonces.take() for _ in range(10_000)}
+    assert len(seen) == 10_000 and all(len(n) == NONCE_BYTES for n in seen)
+    read, write = _os.pipe()
+    pid = _os.fork()
+    if pid == 0:  # child: report the next nonce, then exit at once
+        _os.write(write, _nonces.take())
+        _os._exit(0)
+    _os.waitpid(pid, 0)
+    child = _os.read(read, NONCE_BYTES)
+    assert child != _nonces.take() and child not in seen

@@ -34,7 +34,7 @@ from unified_record.ingest.sources import SourceMessage, iter_messages
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork, make_engine, migrate
 from unified_record.store.batch import NewMessage, ResourceBatch, add_messages, mark_messages
-from unified_record.store.db import make_session_factory
+from unified_record.store.db import make_session_factory, refresh_statistics
 
 ProgressCallback = Callable[[int], None]
 
@@ -91,7 +91,7 @@ class Pipeline:
     """Ingests feeds into the store. Use as a context manager to release the worker pool."""
 
     def __init__(self, database_url: str | Engine, keyring: KeyRing, blind_index: BlindIndex,
-                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 250) -> None:
+                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 1000) -> None:
         self.engine = make_engine(database_url) if isinstance(database_url, str) else database_url
         migrate(self.engine)
         self.sessions = make_session_factory(self.engine)
@@ -102,6 +102,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._batches_stored = 0
 
     def __enter__(self) -> Pipeline:
         return self
@@ -155,13 +156,20 @@ class Pipeline:
             stats.messages += len(batch)
             todo = self._store_raw(feed, batch, stats)
             in_flight.append((todo, self._prepare(feed, [m.raw for _, m in todo])))
-            if len(in_flight) > 1:
+            if len(in_flight) > self.workers:  # every worker busy while this one stores
                 self._store_prepared(feed, *in_flight.popleft(), stats)
+                self._after_batch()
             if on_messages:
                 on_messages(len(batch))
         while in_flight:
             self._store_prepared(feed, *in_flight.popleft(), stats)
         return stats
+
+    def _after_batch(self) -> None:
+        """Refresh planner statistics as the tables grow: after batch 1, 2, 4, 8, ..."""
+        self._batches_stored += 1
+        if self._batches_stored & (self._batches_stored - 1) == 0:
+            refresh_statistics(self.engine)
 
     def process_one(self, feed: str, message: SourceMessage) -> Outcome:
         """Ingest a single message now (the MLLP listener's path)."""

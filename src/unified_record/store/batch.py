@@ -187,11 +187,12 @@ class ResourceBatch:
         stale = [key for key in final if (state := self._states[key]) is not None and state.in_db]
         stale_set = set(stale)
         inserts = [write.row for key, write in final.items() if key not in stale_set]
-        if inserts:
-            self._session.execute(sa.insert(ResourceRow), inserts)
+        if inserts:  # Core executemany on the tables: no ORM bookkeeping per row
+            self._session.execute(sa.insert(_table(ResourceRow)), inserts)
         if stale:
             self._session.execute(sa.update(ResourceRow), [final[key].row for key in stale])
-        self._session.execute(sa.insert(ResourceVersionRow), [w.version for w in self._writes])
+        self._session.execute(sa.insert(_table(ResourceVersionRow)),
+                              [w.version for w in self._writes])
         for resource_type, ids in _group(stale):
             for chunk in _chunks(ids):
                 self._session.execute(sa.delete(SearchIndexRow).where(
@@ -200,7 +201,7 @@ class ResourceBatch:
         index_rows = [{"resource_type": key[0], "resource_id": key[1], "param": p,
                        "value_hash": h} for key, write in final.items() for p, h in write.index]
         if index_rows:
-            self._session.execute(sa.insert(SearchIndexRow), index_rows)
+            self._session.execute(sa.insert(_table(SearchIndexRow)), index_rows)
         for key in final:
             state = self._states[key]
             if state is not None:
@@ -306,7 +307,7 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
     if rows:
         try:
             with session.begin_nested():
-                session.execute(sa.insert(InboundMessage), rows)
+                session.execute(sa.insert(_table(InboundMessage)), rows)
         except IntegrityError:  # a concurrent writer stored some of them first
             results = []
             for message in messages:
@@ -323,11 +324,15 @@ def mark_messages(session: Session, outcomes: Sequence[tuple[str, str, str | Non
     for _, status, _ in outcomes:
         if status not in MESSAGE_STATUSES:
             raise ValueError(f"unknown message status {status!r}")
-    table = cast(sa.Table, InboundMessage.__table__)
+    table = _table(InboundMessage)
     stmt = (sa.update(table).where(table.c.id == sa.bindparam("m_id"))
             .values(status=sa.bindparam("m_status"), reason=sa.bindparam("m_reason"),
                     attempts=table.c.attempts + 1))
     session.execute(stmt, [{"m_id": i, "m_status": s, "m_reason": r} for i, s, r in outcomes])
+
+
+def _table(model: type[Any]) -> sa.Table:
+    return cast(sa.Table, model.__table__)
 
 
 def _group(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:

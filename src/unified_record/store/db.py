@@ -11,7 +11,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "migrate"]
+__all__ = ["make_engine", "make_session_factory", "migrate", "refresh_statistics"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -29,6 +29,20 @@ def make_engine(url: str) -> Engine:
     sa.event.listen(engine, "connect", _sqlite_on_connect)
     sa.event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Update the planner's statistics after a bulk load (PostgreSQL; SQLite needs none).
+
+    Without them PostgreSQL plans `resource_type = ? AND id IN (...)` on a freshly filled
+    table as a scan of every row of that type (measured: 30-100 ms a query at 240,000
+    rows, against 1 ms with statistics), and autovacuum may be off or not yet have run.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.text("ANALYZE inbound_message, resource, resource_version, search_index"))
+        conn.commit()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
