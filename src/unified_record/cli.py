@@ -10,11 +10,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from unified_record import __version__
 from unified_record.config import ConfigError, Settings, load_settings
@@ -137,9 +140,17 @@ def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None
         raise
 
 
+class RateColumn(ProgressColumn):
+    """Messages (source records) per second, the figure people watch during an ingest."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} records/s" if speed else "- records/s", style="cyan")
+
+
 def _rate_progress(quiet: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                    MofNCompleteColumn(), TextColumn("messages"),
+                    MofNCompleteColumn(), TextColumn("messages"), RateColumn(),
                     TimeElapsedColumn(),
                     console=console, disable=quiet)
 
@@ -173,6 +184,7 @@ def ingest(
     path: Path = typer.Argument(..., help="A feed file or folder (with --feed), or a dataset."),
     feed: str | None = typer.Option(None, "--feed", help="Feed name (a mapping in mappings/)."),
     workers: int = typer.Option(0, "--workers", help="Mapping processes (0 = one per core)."),
+    mappings: Path = typer.Option(MAPPINGS_DIR, "--mappings", help="Folder of mapping files."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Ingest one feed (--feed NAME PATH) or every feed folder of a generated dataset (DIR)."""
@@ -181,12 +193,14 @@ def ingest(
     if not path.exists():
         fail(f"{path}: no such file or folder")
     settings = _settings()
-    with _pipeline(settings, workers or default_workers()) as pipeline:
-        if feed:
-            try:
+    with _pipeline(settings, workers or default_workers(), mappings) as pipeline:
+        try:
+            if feed:
                 pipeline.mapping(feed)
-            except ValueError as exc:
-                fail(str(exc))
+            else:
+                pipeline.dataset_folders(path)
+        except ValueError as exc:
+            fail(str(exc))
         start = time.perf_counter()
         with _rate_progress(quiet) as progress:
             task = progress.add_task(feed or "ingest", total=None)
@@ -208,12 +222,13 @@ def ingest(
 @app.command()
 def replay(
     feed: str | None = typer.Option(None, "--feed", help="Only this feed."),
+    mappings: Path = typer.Option(MAPPINGS_DIR, "--mappings", help="Folder of mapping files."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Re-process quarantined messages from their stored raw bytes (after a mapping fix)."""
     import time
 
-    with _pipeline(_settings()) as pipeline:
+    with _pipeline(_settings(), mappings=mappings) as pipeline:
         start = time.perf_counter()
         with _rate_progress(quiet) as progress:
             task = progress.add_task("replay", total=None)
@@ -238,13 +253,14 @@ def mllp(
     port: int = typer.Option(2575, "--port", help="TCP port (0 picks a free one)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     feed: str = typer.Option("acute_adt", "--feed", help="The feed mapping for these messages."),
+    mappings: Path = typer.Option(MAPPINGS_DIR, "--mappings", help="Folder of mapping files."),
 ) -> None:
     """Listen for HL7 v2 over MLLP; store each message, then answer AA, AE or AR."""
     import asyncio
 
     from unified_record.ingest.listener import run_listener
 
-    with _pipeline(_settings()) as pipeline:
+    with _pipeline(_settings(), mappings=mappings) as pipeline:
         try:
             pipeline.mapping(feed)
         except ValueError as exc:

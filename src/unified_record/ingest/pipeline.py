@@ -136,16 +136,22 @@ class Pipeline:
     def ingest_dataset(self, root: Path, on_messages: ProgressCallback | None = None,
                        on_feed: Callable[[str], None] | None = None) -> dict[str, IngestStats]:
         """Ingest every sub-folder of `root` that is named after a feed mapping."""
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        unknown = [p.name for p in folders if p.name not in self.mappings]
-        if unknown:
-            raise ValueError(f"{root}: no mapping for sub-folder(s) {unknown}")
         results = {}
-        for folder in folders:
+        for folder in self.dataset_folders(root):
             if on_feed:
                 on_feed(folder.name)
             results[folder.name] = self.ingest_path(folder.name, folder, on_messages)
         return results
+
+    def dataset_folders(self, root: Path) -> list[Path]:
+        """The feed folders of a dataset; ValueError names any folder with no mapping."""
+        if not root.is_dir():
+            raise ValueError(f"{root}: not a folder")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown = [p.name for p in folders if p.name not in self.mappings]
+        if unknown:
+            raise ValueError(f"{root}: no mapping for sub-folder(s) {unknown}")
+        return folders
 
     def ingest_messages(self, feed: str, messages: Iterable[SourceMessage],
                         on_messages: ProgressCallback | None = None) -> IngestStats:
