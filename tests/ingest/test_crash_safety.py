@@ -28,6 +28,26 @@ def _ingest(tmp_path: Path, database_url: str, feed_dir: Path) -> subprocess.Pop
         env=_env(tmp_path, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        for task in Path(f"/proc/{current}/task").iterdir():
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            stack += children
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie is reaped by init soon enough)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
 @pytest.mark.slow
 def test_sigkill_mid_feed_then_rerun_stores_every_message_once(
     tmp_path: Path, database_url: str
@@ -51,9 +71,15 @@ def test_sigkill_mid_feed_then_rerun_stores_every_message_once(
         if stored > 500:
             break
     assert victim.poll() is None, "ingest finished before it could be killed; use more data"
+    helpers = _descendants(victim.pid)
+    assert len(helpers) >= 3, "fork server and two workers"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert stored > 0
+    deadline = time.monotonic() + 20
+    while (left := [pid for pid in helpers if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, "the killed run's worker processes must end with it"
 
     rerun = _ingest(tmp_path, database_url, feed_dir)
     _, err = rerun.communicate(timeout=600)

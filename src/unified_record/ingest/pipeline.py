@@ -13,10 +13,7 @@ resource ids derived from the source make that converge: every message stored ex
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -67,19 +64,43 @@ class Outcome:
 _worker_mappings: dict[str, FeedMapping] = {}
 
 
-def _init_worker(mappings_dir: str) -> None:
-    _die_with_parent()
+def _init_worker(mappings_dir: str, owner_pid: int) -> None:
+    _exit_with_owner(owner_pid)
     _worker_mappings.update(load_mappings(Path(mappings_dir)))
 
 
-def _die_with_parent() -> None:
-    """Linux: end this worker when its parent goes, so a killed ingest leaves no orphans."""
-    if sys.platform != "linux":
-        return
-    import ctypes
+def _exit_with_owner(owner_pid: int) -> None:
+    """End this worker when the ingest process that owns the pool ends, however it ends.
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    A forkserver worker's parent is the fork server, and every worker holds the server's
+    liveness pipe, so after a SIGKILL of the owner neither would ever notice on its own:
+    they would wait on their queue forever. A thread waits on the owner's pidfd instead.
+    """
+    import select
+    import threading
+
+    try:
+        pidfd = os.pidfd_open(owner_pid)
+    except (AttributeError, OSError):  # not Linux, or the owner is already gone
+        if not _alive(owner_pid):
+            os._exit(1)
+        return
+
+    def wait() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=wait, name="owner-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _prepare_batch(feed: str, raws: list[bytes]) -> list[Prepared]:
@@ -239,7 +260,7 @@ class Pipeline:
             # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
                                              initializer=_init_worker,
-                                             initargs=(str(self.mappings_dir),))
+                                             initargs=(str(self.mappings_dir), os.getpid()))
         return self._pool.submit(_prepare_batch, feed, raws)
 
     def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
