@@ -150,6 +150,8 @@ def test_a40_merge_links_the_two_records(pipeline: Pipeline) -> None:
     survivor, retired = stored(pipeline, "Patient", "K1"), stored(pipeline, "Patient", "K2")
     assert survivor is not None and retired is not None
     assert retired["active"] is False
+    validate_resource(survivor)
+    validate_resource(retired)
     assert retired["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"},
                                 "type": "replaced-by"}]
     assert {"other": {"reference": f"Patient/{retired['id']}"}, "type": "replaces"} in \

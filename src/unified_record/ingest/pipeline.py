@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from unified_record.fhir.validation import validate_resource
 from unified_record.ingest.mapping import FeedMapping, load_mappings, resource_id
 from unified_record.ingest.prepare import Prepared, prepare
 from unified_record.ingest.search_values import index_values
@@ -313,6 +314,8 @@ class Pipeline:
                 if retired_id and retired_id != body["id"]:
                     _add_link(body, retired_id, "replaces")
                     self._retire(batch, feed, message_id, prep, retired_id, body["id"])
+                if body.get("link"):
+                    validate_resource(body)  # changed since prepare validated it
             batch.put(body, source_feed=feed, source_org=prep.source_org,
                       source_record_id=item.source_record_id, inbound_message_id=message_id,
                       security_labels=item.labels, index_values=item.index)
@@ -325,6 +328,7 @@ class Pipeline:
                                                               "id": retired_id}
         body["active"] = False
         _add_link(body, surviving_id, "replaced-by")
+        validate_resource(body)
         batch.put(body, source_feed=feed, source_org=prep.source_org,
                   source_record_id=prep.retired_record_id, inbound_message_id=message_id,
                   index_values=index_values(body))
