@@ -47,7 +47,7 @@ def dataset(people: int, seed: int, root: Path) -> Path:
 def run(url: str, data: Path, workers: int, profile: bool) -> tuple[dict[str, IngestStats], float]:
     keyring = KeyRing({"bench": os.urandom(32)}, "bench")
     with Pipeline(url, keyring, BlindIndex(os.urandom(32)), MAPPINGS_DIR,
-                  workers=workers) as pipeline:
+                  workers=workers, bulk_load=True) as pipeline:
         profiler = cProfile.Profile() if profile else None
         start = time.perf_counter()
         if profiler:

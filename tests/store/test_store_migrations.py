@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from unified_record.store import Base, migrate
+from unified_record.store import Base, make_engine, migrate
 from unified_record.store.db import alembic_config
 
 
@@ -36,3 +37,18 @@ def test_tables_land_in_the_schema_of_the_url(engine: Engine) -> None:
         assert schema.startswith("t_")
         assert "resource" in sa.inspect(conn).get_table_names(schema=schema)
         assert "resource" not in sa.inspect(conn).get_table_names(schema="public")
+
+
+@pytest.mark.parametrize("bulk_load", [False, True])
+def test_bulk_load_engines_commit_without_waiting_for_the_disk(database_url: str,
+                                                               bulk_load: bool) -> None:
+    """Only a bulk-load engine relaxes commit durability; the default never does."""
+    engine = make_engine(database_url, bulk_load=bulk_load)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            value = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            assert value == (1 if bulk_load else 2)  # NORMAL : FULL
+        else:
+            value = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+            assert value == ("off" if bulk_load else "on")
+    engine.dispose()

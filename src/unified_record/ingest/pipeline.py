@@ -113,8 +113,12 @@ class Pipeline:
     """Ingests feeds into the store. Use as a context manager to release the worker pool."""
 
     def __init__(self, database_url: str | Engine, keyring: KeyRing, blind_index: BlindIndex,
-                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 1000) -> None:
-        self.engine = make_engine(database_url) if isinstance(database_url, str) else database_url
+                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 1000,
+                 bulk_load: bool = False) -> None:
+        """`bulk_load`: commits need not wait for the disk (see `store.db.make_engine`); for
+        loading files, never for the MLLP listener, whose ACK promises a durable message."""
+        self.engine = (make_engine(database_url, bulk_load=bulk_load)
+                       if isinstance(database_url, str) else database_url)
         migrate(self.engine)
         self.sessions = make_session_factory(self.engine)
         self.keyring = keyring

@@ -16,17 +16,28 @@ __all__ = ["make_engine", "make_session_factory", "migrate", "refresh_statistics
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
     """An engine tuned for its backend.
 
     SQLite: WAL (readers never block the writer), foreign keys on, and SQLAlchemy emits BEGIN
     itself so that SELECTs, DDL and SAVEPOINTs all run inside real transactions.
     PostgreSQL: pre-ping, so connections dropped by a restart are replaced transparently.
+
+    `bulk_load` is for loading files that stay on disk until the load is done: commits do
+    not wait for the disk (SQLite `synchronous=NORMAL` in WAL mode, PostgreSQL
+    `synchronous_commit=off`). Neither can corrupt the database; a power cut may lose the
+    last few commits, which re-running the idempotent load restores. Never use it where a
+    commit is a promise to a sender (the MLLP listener acknowledges only durable commits).
     """
-    if sa.make_url(url).get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+    backend = sa.make_url(url).get_backend_name()
+    if backend != "sqlite":
+        engine = sa.create_engine(url, pool_pre_ping=True)
+        if bulk_load and backend == "postgresql":
+            sa.event.listen(engine, "connect", _postgresql_bulk_on_connect)
+        return engine
     engine = sa.create_engine(url)
-    sa.event.listen(engine, "connect", _sqlite_on_connect)
+    sa.event.listen(engine, "connect", _sqlite_bulk_on_connect if bulk_load
+                    else _sqlite_on_connect)
     sa.event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
@@ -54,6 +65,21 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
+
+
+def _sqlite_bulk_on_connect(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _postgresql_bulk_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    dbapi_connection.commit()
 
 
 def _sqlite_on_begin(connection: sa.Connection) -> None:
