@@ -128,13 +128,14 @@ def _settings() -> Settings:
         raise
 
 
-def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None) -> Pipeline:
+def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None, *,
+              bulk_load: bool = False) -> Pipeline:
     from unified_record.security import load_or_create_keys
 
     try:
         keyring, blind_index = load_or_create_keys(settings)
         return Pipeline(settings.database_url, keyring, blind_index, mappings or MAPPINGS_DIR,
-                        workers=workers)
+                        workers=workers, bulk_load=bulk_load)
     except (ConfigError, MappingFileError) as exc:
         fail(str(exc))
         raise
@@ -193,7 +194,8 @@ def ingest(
     if not path.exists():
         fail(f"{path}: no such file or folder")
     settings = _settings()
-    with _pipeline(settings, workers or default_workers(), mappings) as pipeline:
+    with _pipeline(settings, workers or default_workers(), mappings,
+                   bulk_load=True) as pipeline:
         try:
             if feed:
                 pipeline.mapping(feed)
@@ -228,7 +230,7 @@ def replay(
     """Re-process quarantined messages from their stored raw bytes (after a mapping fix)."""
     import time
 
-    with _pipeline(_settings(), mappings=mappings) as pipeline:
+    with _pipeline(_settings(), mappings=mappings, bulk_load=True) as pipeline:
         start = time.perf_counter()
         with _rate_progress(quiet) as progress:
             task = progress.add_task("replay", total=None)
@@ -298,6 +300,147 @@ def keys_rotate() -> None:
     typer.echo(f"active key {keyring.active_kid}; re-encrypted {count:,} value(s)")
 
 
+link_app = typer.Typer(
+    invoke_without_command=True,
+    help="Record linkage: `link` runs a full linkage; `link evaluate` scores the index.",
+)
+app.add_typer(link_app, name="link")
+
+
+@link_app.callback()
+def link(
+    ctx: typer.Context,
+    model: Path | None = typer.Option(
+        None, "--model", help="Saved model (default UR_DATA_DIR/linkage-model.json); "
+        "trained and saved there if missing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary."),
+) -> None:
+    """Run a full linkage: score every stored Patient, cluster, update the client index."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _run_linkage(_settings(), model, quiet)
+
+
+def _run_linkage(settings: Settings, model: Path | None, quiet: bool) -> None:
+    """Full linkage with a progress display, then a summary table (unless quiet)."""
+    from rich.progress import SpinnerColumn
+
+    from unified_record.linkage.index import MODEL_FILE_NAME, run_full_linkage
+    from unified_record.linkage.model import ModelError
+    from unified_record.security import load_or_create_keys
+    from unified_record.store import make_engine, migrate
+
+    try:
+        keyring, blind_index = load_or_create_keys(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                            TimeElapsedColumn(), console=console, disable=quiet)
+        with progress:
+            task = progress.add_task("linkage", total=None)
+            try:
+                report = run_full_linkage(
+                    engine, keyring, blind_index,
+                    model_path=model or settings.data_dir / MODEL_FILE_NAME,
+                    progress=lambda stage: progress.update(task, description=stage))
+            except ModelError as exc:
+                fail(f"linkage model: {exc}")
+                raise
+    finally:
+        engine.dispose()
+    if quiet:
+        return
+    table = Table(title=f"linkage run {report.run_id} (model {report.model_version}"
+                        f"{', trained' if report.model_trained else ''})")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    changes = report.changes
+    for label, value in (
+        ("source records", report.records), ("scored (active)", report.scored),
+        ("merged-away records", report.inactive),
+        ("too little to match on", report.too_little), ("auto-links", report.links),
+        ("review pairs", report.review_pairs), ("active clients", report.clients),
+        ("clients created", changes.created), ("clients retired", changes.retired),
+        ("clients merged", changes.merged), ("clients split", changes.split),
+        ("records joined", changes.joined), ("records left", changes.left),
+    ):
+        table.add_row(label, f"{value:,}")
+    Console(width=100).print(table)
+
+
+@link_app.command("evaluate")
+def link_evaluate(
+    truth: Path = typer.Option(..., "--truth", help="Truth CSV: source,source_record_id,"
+                               "person_id."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on standard output."),
+) -> None:
+    """Score the current client index (and the last run's scored pairs) against a truth file."""
+    import json
+
+    import sqlalchemy as sa
+
+    from unified_record.linkage.evaluate import evaluate, read_truth
+    from unified_record.linkage.model import (
+        DEFAULT_AUTO_LINK_THRESHOLD,
+        DEFAULT_REVIEW_THRESHOLD,
+    )
+    from unified_record.store import ResourceRow, make_engine, migrate
+    from unified_record.store.models import ClientMemberRow, LinkagePairRow
+
+    if not truth.is_file():
+        fail(f"{truth}: no such file")
+    try:
+        known = read_truth(truth)
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        fail(str(exc))
+        raise
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            clusters: dict[str, str] = {uid: cid for uid, cid in conn.execute(
+                sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id))}
+            keys: dict[str, tuple[str, str]] = {
+                rid: (feed, str(record)) for rid, feed, record in conn.execute(
+                    sa.select(ResourceRow.id, ResourceRow.source_feed,
+                              ResourceRow.source_record_id)
+                    .where(ResourceRow.resource_type == "Patient",
+                           ResourceRow.deleted.is_(False),
+                           ResourceRow.source_record_id.is_not(None)))}
+            pairs = [(a, b, float(p)) for a, b, p in conn.execute(sa.select(
+                LinkagePairRow.unique_id_l, LinkagePairRow.unique_id_r,
+                LinkagePairRow.match_probability))]
+    finally:
+        engine.dispose()
+    if not clusters:
+        fail("the client index is empty: run `unified-record link` first")
+    result = evaluate(pairs, clusters, keys, known,
+                      auto_link_threshold=DEFAULT_AUTO_LINK_THRESHOLD,
+                      review_threshold=DEFAULT_REVIEW_THRESHOLD)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), sort_keys=True))
+        return
+    table = Table(title=f"linkage against {truth.name} ({result.records:,} records, "
+                        f"{result.true_pairs:,} true pairs)")
+    for column in ("band", "precision", "recall", "F1", "predicted", "false +", "false -"):
+        table.add_column(column, justify="left" if column == "band" else "right")
+    for name, band in (("auto-link", result.auto_link), ("with review", result.with_review)):
+        table.add_row(f"{name} (>= {band.threshold})", f"{band.precision:.4f}",
+                      f"{band.recall:.4f}", f"{band.f1:.4f}", f"{band.predicted_pairs:,}",
+                      f"{band.false_positives:,}", f"{band.false_negatives:,}")
+    c = result.clusters
+    table.add_row("clients", f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}",
+                  f"{c.clusters:,}", f"{c.false_merges:,} merges", f"{c.missed:,} missed")
+    out = Console(width=120)
+    out.print(table)
+    out.print(f"{c.exact:,} of {c.persons:,} persons resolved exactly ({c.exact_rate:.1%})")
+
+
 @app.command()
 def demo(
     people: int = typer.Option(2_000, "--people", "-n", help="Size of the demo population."),
@@ -311,7 +454,7 @@ def demo(
     Console().print(f"Feeds and ground truth written to [bold]{out}[/bold] "
                     "(see synthetic_data/README.md for the layout).")
     settings = _settings()
-    with _pipeline(settings, default_workers()) as pipeline:
+    with _pipeline(settings, default_workers(), bulk_load=True) as pipeline:
         start = time.perf_counter()
         with _rate_progress(False) as progress:
             task = progress.add_task("ingest", total=None)
@@ -320,3 +463,5 @@ def demo(
                 lambda name: progress.update(task, description=name))
         _print_ingest(results, time.perf_counter() - start)
     Console().print(f"Stored, encrypted, in [bold]{settings.database_url}[/bold].")
+    _run_linkage(settings, None, quiet=False)
+    link_evaluate(truth=out / "truth.csv", as_json=False)  # the generator's ground truth

@@ -7,6 +7,12 @@ from unified_record.linkage.features import (
     load_features,
     patient_features,
 )
+from unified_record.linkage.index import (
+    IndexChanges,
+    LinkageReport,
+    assign_clients,
+    run_full_linkage,
+)
 from unified_record.linkage.model import (
     DEFAULT_AUTO_LINK_THRESHOLD,
     DEFAULT_REVIEW_THRESHOLD,
@@ -22,14 +28,18 @@ __all__ = [
     "DEFAULT_REVIEW_THRESHOLD",
     "FEATURE_COLUMNS",
     "Evaluation",
+    "IndexChanges",
     "LinkageModel",
+    "LinkageReport",
     "TrainingOptions",
+    "assign_clients",
     "evaluate",
     "iter_patient_features",
     "load_features",
     "load_model",
     "patient_features",
     "read_truth",
+    "run_full_linkage",
     "save_model",
     "train",
 ]

@@ -13,9 +13,16 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "CLIENT_STATUSES",
+    "LINK_ACTIONS",
     "MESSAGE_STATUSES",
     "Base",
+    "ClientMemberRow",
+    "ClientRow",
     "InboundMessage",
+    "LinkHistoryRow",
+    "LinkagePairRow",
+    "LinkageRunRow",
     "ResourceRow",
     "ResourceVersionRow",
     "SearchIndexRow",
@@ -23,6 +30,8 @@ __all__ = [
 ]
 
 MESSAGE_STATUSES = ("pending", "accepted", "rejected", "quarantined")
+CLIENT_STATUSES = ("active", "retired")
+LINK_ACTIONS = ("created", "joined", "left", "merged", "split", "retired")
 
 # Deterministic constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -150,3 +159,88 @@ class SearchIndexRow(Base):
     resource_id: Mapped[str] = mapped_column(sa.String(64))
     param: Mapped[str] = mapped_column(sa.String(64))
     value_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+# -- unified client index (linkage) ----------------------------------------------------------
+# Ids, scores and times only: no personal data is kept in any of these tables.
+
+
+class LinkageRunRow(Base):
+    """One full linkage run: when, with which model, how it ended, and its counts (JSON)."""
+
+    __tablename__ = "linkage_run"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    model_version: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(20))
+    counts: Mapped[str | None] = mapped_column(sa.Text())
+
+
+class ClientRow(Base):
+    """A unified client id. Retired ids stay, pointing at their successor (`replaced_by`)."""
+
+    __tablename__ = "client"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('active', 'retired')", name="status"),
+        sa.Index("ix_client_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    replaced_by: Mapped[str | None] = mapped_column(sa.String(32))
+    created_run: Mapped[int] = mapped_column(sa.Integer())
+    updated_run: Mapped[int] = mapped_column(sa.Integer())
+
+
+class ClientMemberRow(Base):
+    """The client a source Patient (by resource id) belongs to, and the link that put it there."""
+
+    __tablename__ = "client_member"
+    __table_args__ = (sa.Index("ix_client_member_client_id", "client_id"),)
+
+    unique_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(sa.String(32))
+    run_id: Mapped[int] = mapped_column(sa.Integer())
+    match_probability: Mapped[float | None] = mapped_column(sa.Float())
+    match_weight: Mapped[float | None] = mapped_column(sa.Float())
+    model_version: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class LinkHistoryRow(Base):
+    """One change to the index: which run, which client, which record, what and why."""
+
+    __tablename__ = "link_history"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "action IN ('created', 'joined', 'left', 'merged', 'split', 'retired')",
+            name="action",
+        ),
+        sa.Index("ix_link_history_client_id", "client_id"),
+        sa.Index("ix_link_history_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer())
+    client_id: Mapped[str] = mapped_column(sa.String(32))
+    unique_id: Mapped[str | None] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(20))
+    detail: Mapped[str | None] = mapped_column(sa.Text())
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LinkagePairRow(Base):
+    """A scored pair of the latest full run at or above the review threshold (for review and
+    evaluation); replaced as a whole by each run."""
+
+    __tablename__ = "linkage_pair"
+
+    unique_id_l: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    unique_id_r: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer())
+    match_probability: Mapped[float] = mapped_column(sa.Float())
+    match_weight: Mapped[float] = mapped_column(sa.Float())

@@ -1,0 +1,62 @@
+"""`unified-record link` and `unified-record link evaluate` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from linkage_support import SAMPLE
+from typer.testing import CliRunner
+
+from unified_record.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("UR_DATABASE_URL", database_url)
+    monkeypatch.setenv("UR_DATA_DIR", str(tmp_path / "var"))
+    return tmp_path
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_link_then_evaluate_on_the_sample(env: Path) -> None:
+    code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"))
+    assert code == 2 and "run `unified-record link` first" in out
+
+    code, out = run("ingest", str(SAMPLE), "--workers", "1", "--quiet")
+    assert code == 0, out
+    code, out = run("link")
+    assert code == 0, out
+    assert "active clients" in out and "auto-links" in out and "trained" in out
+    assert (env / "var" / "linkage-model.json").exists()
+
+    code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"), "--json")
+    assert code == 0, out
+    figures = json.loads(out)
+    for band in ("auto_link", "with_review"):
+        assert {"precision", "recall", "f1"} <= set(figures[band])
+    assert figures["clusters"]["precision"] >= 0.98
+    assert figures["with_review"]["recall"] >= 0.9
+
+    code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"))
+    assert code == 0, out
+    assert "auto-link" in out and "with review" in out and "persons resolved" in out
+
+    # A re-run uses the saved model and changes nothing.
+    code, out = run("link")
+    assert code == 0, out
+    assert "trained" not in out
+    assert re.search(r"clients created\D+0 ", out) and re.search(r"records joined\D+0 ", out)
+
+
+def test_link_evaluate_names_a_missing_truth_file(env: Path) -> None:
+    code, out = run("link", "evaluate", "--truth", str(env / "nope.csv"))
+    assert code == 2 and "nope.csv: no such file" in out
