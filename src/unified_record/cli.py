@@ -372,6 +372,48 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool) -> None:
     Console(width=100).print(table)
 
 
+@link_app.command("explain")
+def link_explain(
+    id_a: str = typer.Argument(..., help="A source Patient id (as in the client index)."),
+    id_b: str = typer.Argument(..., help="The other source Patient id."),
+    html: Path | None = typer.Option(None, "--html", help="Also write the waterfall chart "
+                                     "as a standalone HTML page here."),
+    model: Path | None = typer.Option(None, "--model", help="Saved model (default "
+                                      "UR_DATA_DIR/linkage-model.json)."),
+) -> None:
+    """Why two records match or not: per-comparison match weights as JSON (no values)."""
+    import json
+
+    from sqlalchemy.orm import Session
+
+    from unified_record.linkage.explain import ExplainError, explain_pair, explanation_html
+    from unified_record.linkage.index import MODEL_FILE_NAME
+    from unified_record.linkage.model import ModelError, load_model
+    from unified_record.security import load_or_create_keys
+    from unified_record.store import make_engine, migrate
+
+    settings = _settings()
+    path = model or settings.data_dir / MODEL_FILE_NAME
+    if not path.is_file():
+        fail(f"{path}: no saved linkage model; run `unified-record link` first")
+    engine = make_engine(settings.database_url)
+    try:
+        keyring, blind_index = load_or_create_keys(settings)
+        migrate(engine)
+        with Session(engine) as session:
+            explanation = explain_pair(session, load_model(path), keyring, blind_index,
+                                       id_a, id_b)
+    except (ConfigError, ExplainError, ModelError) as exc:
+        fail(str(exc))
+        raise
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(explanation.to_json(), sort_keys=True))
+    if html is not None:
+        html.write_text(explanation_html(explanation), encoding="utf-8")
+        typer.echo(f"chart written to {html}", err=True)
+
+
 @link_app.command("evaluate")
 def link_evaluate(
     truth: Path = typer.Option(..., "--truth", help="Truth CSV: source,source_record_id,"

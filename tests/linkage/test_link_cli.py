@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -49,6 +50,32 @@ def test_link_then_evaluate_on_the_sample(env: Path) -> None:
     code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"))
     assert code == 0, out
     assert "auto-link" in out and "with review" in out and "persons resolved" in out
+
+    # Explain the first auto-linked pair: JSON weights and a standalone chart.
+    import sqlalchemy as sa
+
+    from unified_record.store.models import ClientMemberRow
+
+    engine = sa.create_engine(os.environ["UR_DATABASE_URL"])
+    with engine.connect() as conn:
+        members = conn.execute(sa.select(ClientMemberRow.client_id, ClientMemberRow.unique_id)
+                               .order_by(ClientMemberRow.client_id,
+                                         ClientMemberRow.unique_id)).all()
+    engine.dispose()
+    by_client: dict[str, list[str]] = {}
+    for client_id, unique_id in members:
+        by_client.setdefault(client_id, []).append(unique_id)
+    a, b = next(ids[:2] for ids in by_client.values() if len(ids) > 1)
+    chart = env / "why.html"
+    code, out = run("link", "explain", a, b, "--html", str(chart))
+    assert code == 0, out
+    explained = json.loads(out.splitlines()[0])
+    assert explained["match_weight"] > 0
+    assert abs(explained["prior"]["match_weight"] + sum(
+        c["match_weight"] for c in explained["comparisons"]) - explained["match_weight"]) < 1e-9
+    assert "<svg" in chart.read_text()
+    code, out = run("link", "explain", a, "no-such-id")
+    assert code == 2 and "no stored Patient with id 'no-such-id'" in out
 
     # A re-run uses the saved model and changes nothing.
     code, out = run("link")
