@@ -34,3 +34,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The command line's environment: a fresh database and data folder."""
+    monkeypatch.setenv("UR_DATABASE_URL", database_url)
+    monkeypatch.setenv("UR_DATA_DIR", str(tmp_path / "var"))
+    return tmp_path

@@ -7,30 +7,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cli_support import run
 from ingest_support import MAPPINGS, SAMPLE
-from typer.testing import CliRunner
 
-from unified_record.cli import RateColumn, app
+from unified_record.cli import RateColumn
 
-runner = CliRunner()
 HEADER = ("Local Patient ID,NHS No,Patient Name,DOB,Gender,Address,Post Code,Telephone,"
           "Provider Code,Team,Referral Date,Discharge Date,Referral Reason\n")
 GOOD = "RX1,,\"SMITH, Ann\",02-Jan-1980,2,\"1 A St, Leeds\",LS1 1AA,,RZ2,Community Nursing,"\
        "01-Feb-2024,,Wound care\n"
 BAD_DATE = "RX2,,\"JONES, Bob\",31-Feb-1980,1,\"2 B St, Leeds\",LS1 1AB,,RZ2,Community Nursing,"\
            "01-Feb-2024,,Wound care\n"
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("UR_DATABASE_URL", database_url)
-    monkeypatch.setenv("UR_DATA_DIR", str(tmp_path / "var"))
-    return tmp_path
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def test_ingest_quarantine_fix_mapping_replay(env: Path) -> None:

@@ -7,25 +7,8 @@ import os
 import re
 from pathlib import Path
 
-import pytest
+from cli_support import run
 from linkage_support import SAMPLE
-from typer.testing import CliRunner
-
-from unified_record.cli import app
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("UR_DATABASE_URL", database_url)
-    monkeypatch.setenv("UR_DATA_DIR", str(tmp_path / "var"))
-    return tmp_path
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def test_link_then_evaluate_on_the_sample(env: Path) -> None:
