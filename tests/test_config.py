@@ -35,3 +35,23 @@ def test_bad_value_names_the_variable_not_the_value(monkeypatch: pytest.MonkeyPa
         load_settings()
     assert "UR_ENV" in str(info.value)
     assert "staging-secret-xyz" not in str(info.value)
+
+
+def test_linkage_bands_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UR_LINK_AUTO_THRESHOLD", "0.995")
+    monkeypatch.setenv("UR_LINK_REVIEW_THRESHOLD", "0.7")
+    settings = load_settings()
+    assert (settings.link_auto_threshold, settings.link_review_threshold) == (0.995, 0.7)
+
+
+@pytest.mark.parametrize(("auto", "review", "problem"), [
+    ("0.5", "0.9", "must not exceed UR_LINK_AUTO_THRESHOLD"),
+    ("1.5", "0.5", "UR_LINK_AUTO_THRESHOLD"),
+    ("high", "0.5", "UR_LINK_AUTO_THRESHOLD"),
+])
+def test_bad_linkage_bands_refuse_to_start(monkeypatch: pytest.MonkeyPatch, auto: str,
+                                           review: str, problem: str) -> None:
+    monkeypatch.setenv("UR_LINK_AUTO_THRESHOLD", auto)
+    monkeypatch.setenv("UR_LINK_REVIEW_THRESHOLD", review)
+    with pytest.raises(ConfigError, match=problem):
+        load_settings()

@@ -346,7 +346,9 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool) -> None:
                 report = run_full_linkage(
                     engine, keyring, blind_index,
                     model_path=model or settings.data_dir / MODEL_FILE_NAME,
-                    progress=lambda stage: progress.update(task, description=stage))
+                    progress=lambda stage: progress.update(task, description=stage),
+                    auto_link_threshold=settings.link_auto_threshold,
+                    review_threshold=settings.link_review_threshold)
             except ModelError as exc:
                 fail(f"linkage model: {exc}")
                 raise
@@ -426,10 +428,6 @@ def link_evaluate(
     import sqlalchemy as sa
 
     from unified_record.linkage.evaluate import evaluate, read_truth
-    from unified_record.linkage.model import (
-        DEFAULT_AUTO_LINK_THRESHOLD,
-        DEFAULT_REVIEW_THRESHOLD,
-    )
     from unified_record.store import ResourceRow, make_engine, migrate
     from unified_record.store.models import ClientMemberRow, LinkagePairRow
 
@@ -462,8 +460,8 @@ def link_evaluate(
     if not clusters:
         fail("the client index is empty: run `unified-record link` first")
     result = evaluate(pairs, clusters, keys, known,
-                      auto_link_threshold=DEFAULT_AUTO_LINK_THRESHOLD,
-                      review_threshold=DEFAULT_REVIEW_THRESHOLD)
+                      auto_link_threshold=settings.link_auto_threshold,
+                      review_threshold=settings.link_review_threshold)
     if as_json:
         typer.echo(json.dumps(result.to_json(), sort_keys=True))
         return

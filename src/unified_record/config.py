@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     index_key: str = Field(default="", repr=False)
     key_file: Path | None = None
     client_id_system: str = "https://unified-record.example/Id/client"
+    # Linkage bands by match probability: auto-link at or above the first; a possible match
+    # for a data steward's review at or above the second; no link below it.
+    link_auto_threshold: float = Field(default=0.999, ge=0.0, le=1.0)
+    link_review_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
@@ -41,6 +45,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"production setting needs {', '.join(missing)}")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production setting needs UR_DATABASE_URL for a server database")
+        return self
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Settings:
+        if self.link_review_threshold > self.link_auto_threshold:
+            raise ValueError("UR_LINK_REVIEW_THRESHOLD must not exceed UR_LINK_AUTO_THRESHOLD")
         return self
 
     @property

@@ -7,11 +7,13 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from cli_support import run
 from linkage_support import SAMPLE
 
 
-def test_link_then_evaluate_on_the_sample(env: Path) -> None:
+def test_link_then_evaluate_on_the_sample(env: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"))
     assert code == 2 and "run `unified-record link` first" in out
 
@@ -33,6 +35,14 @@ def test_link_then_evaluate_on_the_sample(env: Path) -> None:
     code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"))
     assert code == 0, out
     assert "auto-link" in out and "with review" in out and "persons resolved" in out
+
+    # The bands come from configuration.
+    monkeypatch.setenv("UR_LINK_AUTO_THRESHOLD", "0.99")
+    monkeypatch.setenv("UR_LINK_REVIEW_THRESHOLD", "0.6")
+    code, out = run("link", "evaluate", "--truth", str(SAMPLE / "truth.csv"), "--json")
+    assert code == 0, out
+    bands = json.loads(out)
+    assert (bands["auto_link"]["threshold"], bands["with_review"]["threshold"]) == (0.99, 0.6)
 
     # Explain the first auto-linked pair: JSON weights and a standalone chart.
     import sqlalchemy as sa
