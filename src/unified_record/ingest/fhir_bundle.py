@@ -56,6 +56,26 @@ class ResourceRecord:
                 for v in _walk(r, rest.split(".") if rest else []) if v not in (None, "")]
 
 
+class _OneValue:
+    """A record where one path reads as one chosen value (the others as in `record`)."""
+
+    def __init__(self, record: ResourceRecord, path: str, value: str) -> None:
+        self.record, self.path, self.value = record, path, value
+
+    def get(self, path: str) -> str | None:
+        return self.value if path == self.path else self.record.get(path)
+
+
+def _any_value_matches(mapping: FeedMapping, when: Any, record: ResourceRecord) -> bool:
+    """A label rule holds if it holds for any value at its path, not only the first: a
+    sensitive code in a resource's second coding must label it as surely as in its first."""
+    path = when.get("$") if isinstance(when, dict) else None
+    if not isinstance(path, str):
+        return bool(evaluate_on(mapping, when, record))
+    return any(evaluate_on(mapping, when, _OneValue(record, path, value))
+               for value in record.all(path))
+
+
 def _walk(node: Any, steps: list[str]) -> list[Any]:
     if isinstance(node, list):
         return [v for item in node for v in _walk(item, steps)]
@@ -145,7 +165,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
             continue
         single = ResourceRecord([resource])
         labels = [rule.category for rule in mapping.labels
-                  if evaluate_on(mapping, rule.when, single)]
+                  if _any_value_matches(mapping, rule.when, single)]
         result.resources.append(MappedResource(body, key, labels))
     if not result.resources:
         raise RecordError("Bundle has no resources this feed accepts")
