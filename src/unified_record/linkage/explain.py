@@ -38,7 +38,6 @@ from unified_record.linkage.model import LinkageModel, linker_for
 from unified_record.store.crypto import BlindIndexer, Cipher
 from unified_record.store.models import ResourceRow
 from unified_record.store.resources import ResourceRepository
-from unified_record.store.unit_of_work import UnitOfWork
 
 __all__ = [
     "ComparisonStep",
@@ -118,13 +117,12 @@ class Explanation:
 # -- scoring -----------------------------------------------------------------------------------
 
 
-class _SessionWork:
-    """The two attributes `iter_patient_features` reads from a unit of work, over a session
-    the caller owns (so this module neither commits nor closes it)."""
+@dataclass
+class _SessionStore:
+    """A caller-owned session as a `PatientStore` (this module neither commits nor closes it)."""
 
-    def __init__(self, session: Session, resources: ResourceRepository) -> None:
-        self.session = session
-        self.resources = resources
+    session: Session
+    resources: ResourceRepository
 
 
 def _stored_patient(session: Session, repo: ResourceRepository, uid: str) -> dict[str, object]:
@@ -139,8 +137,7 @@ def _stored_patient(session: Session, repo: ResourceRepository, uid: str) -> dic
 
 
 def _population(session: Session, repo: ResourceRepository) -> Iterator[dict[str, object]]:
-    work = cast(UnitOfWork, _SessionWork(session, repo))
-    yield from iter_patient_features(work)
+    yield from iter_patient_features(_SessionStore(session, repo))
 
 
 def explain_pair(

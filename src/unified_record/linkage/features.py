@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]  # no stubs; a dependency of Splink
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from unified_record.fhir.nhs_number import is_valid_nhs_number, normalise_nhs_number
 from unified_record.fhir.uk_core import EXT_NHS_NUMBER_VERIFICATION, NHS_NUMBER_SYSTEM
@@ -23,7 +24,15 @@ from unified_record.ingest.search_values import fold_name, soundex
 from unified_record.ingest.transforms import FieldError
 from unified_record.ingest.transforms import postcode as normalise_postcode
 from unified_record.store.models import ResourceRow
-from unified_record.store.unit_of_work import UnitOfWork
+from unified_record.store.resources import ResourceRepository
+
+
+class PatientStore(Protocol):
+    """What feature extraction reads: a session and the resource repository on it (a
+    `UnitOfWork`, or any caller-owned session with its repository)."""
+
+    session: Session
+    resources: ResourceRepository
 
 __all__ = ["FEATURE_COLUMNS", "iter_patient_features", "load_features", "patient_features"]
 
@@ -122,7 +131,7 @@ def patient_features(
 
 
 def iter_patient_features(
-    uow: UnitOfWork, *, batch_size: int = 2000, exclude_feeds: Collection[str] = ()
+    uow: PatientStore, *, batch_size: int = 2000, exclude_feeds: Collection[str] = ()
 ) -> Iterator[dict[str, object]]:
     """Feature rows for every current (not deleted) Patient in the store, in id order.
 

@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session, aliased
 from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM
 from unified_record.ingest.search_values import fold_name, index_values
 from unified_record.linkage.features import patient_features
-from unified_record.linkage.index import new_client_id, too_little_to_match
+from unified_record.linkage.index import lock_index, new_client_id, too_little_to_match
 from unified_record.linkage.model import (
     DEFAULT_AUTO_LINK_THRESHOLD,
     DEFAULT_REVIEW_THRESHOLD,
@@ -95,7 +95,6 @@ TermFrequencies = Mapping[str, Mapping[str, float]]  # column -> value -> share 
 Decision = Literal["joined", "review", "new"]
 
 DEFAULT_MAX_CANDIDATES = 200
-_INDEX_LOCK = 0x5552_4349  # the same advisory lock as linkage.index (one index writer)
 _TF_COLUMNS = ("first_name", "surname", "middle_names")
 
 
@@ -520,8 +519,7 @@ def match_new_record(
     little = too_little_to_match(new)
     t = lap("read", started)
 
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INDEX_LOCK})
+    lock_index(session)
 
     # A Patient retired by an A40 merge follows its survivor, as in a full run.
     survivor = new["replaced_by"] if new["active"] is False else None

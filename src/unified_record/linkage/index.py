@@ -115,6 +115,14 @@ class IndexChanges:
         return self.history == 0
 
 
+def lock_index(session: Session) -> None:
+    """One index writer at a time (full run or incremental match), until the transaction
+    ends: a concurrent writer waits here, then sees this one's ids. On PostgreSQL an
+    advisory lock; SQLite has a single writer anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INDEX_LOCK})
+
+
 def start_run(session: Session, model_version: str | None = None) -> int:
     """Add a `running` linkage_run row (in the caller's transaction) and return its id."""
     run = LinkageRunRow(started_at=_now(), model_version=model_version, status="running")
@@ -163,10 +171,7 @@ def assign_clients(
         history.append({"run_id": run_id, "client_id": client_id, "unique_id": unique_id,
                         "action": action, "detail": detail, "at": at})
 
-    if session.get_bind().dialect.name == "postgresql":
-        # One index update at a time: a concurrent run waits here, then sees this one's ids.
-        # (SQLite has one writer; a second run's write fails rather than interleaves.)
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INDEX_LOCK})
+    lock_index(session)
     members = {m.unique_id: m for m in session.scalars(sa.select(ClientMemberRow))}
     clients = {c.id: c for c in session.scalars(
         sa.select(ClientRow).where(ClientRow.status == "active"))}

@@ -10,7 +10,6 @@ undo one message's puts when a later one of them fails, without a database savep
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from unified_record.store.crypto import BlindIndexer, Cipher, body_aad, raw_aad
+from unified_record.store.crypto import BlindIndexer, Cipher, raw_aad
 from unified_record.store.messages import MessageRepository
 from unified_record.store.models import (
     MESSAGE_STATUSES,
@@ -37,6 +36,8 @@ from unified_record.store.resources import (
     _check_type,
     _content,
     _now,
+    open_body,
+    seal_body,
 )
 
 __all__ = ["NewMessage", "ResourceBatch", "StoredMessage", "add_messages", "mark_messages"]
@@ -139,12 +140,7 @@ class ResourceBatch:
                 return stored
         version_id = current.version_id + 1 if current is not None else 1
         now = _now()
-        meta = body.setdefault("meta", {})
-        meta["versionId"] = str(version_id)
-        meta["lastUpdated"] = now.isoformat(timespec="milliseconds")
-        plaintext = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        envelope = self._cipher.encrypt(plaintext.encode("utf-8"),
-                                        body_aad(resource_type, body["id"], version_id))
+        envelope = seal_body(self._cipher, body, version_id, now)
         key_id = self._cipher.key_id_of(envelope)
 
         self._undo.append((key, current, source, self._sources.get(source) if source else None))
@@ -218,11 +214,8 @@ class ResourceBatch:
 
     def _body(self, resource_type: str, resource_id: str, state: _State) -> dict[str, Any]:
         if state.body is None:
-            plaintext = self._cipher.decrypt(state.envelope,
-                                             body_aad(resource_type, resource_id,
-                                                      state.version_id))
-            state.body = json.loads(plaintext)
-        assert state.body is not None
+            state.body = open_body(self._cipher, state.envelope, resource_type, resource_id,
+                                   state.version_id)
         return state.body
 
     def _resolve_id(self, given: object, source: SourceKey | None) -> str:

@@ -277,21 +277,12 @@ class ResourceRepository:
         )
 
     def _seal(self, body: dict[str, Any], version_id: int, now: datetime) -> bytes:
-        meta = body.setdefault("meta", {})
-        meta["versionId"] = str(version_id)
-        meta["lastUpdated"] = now.isoformat(timespec="milliseconds")
-        plaintext = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        aad = body_aad(body["resourceType"], body["id"], version_id)
-        return self._cipher.encrypt(plaintext.encode("utf-8"), aad)
+        return seal_body(self._cipher, body, version_id, now)
 
     def _open(
         self, envelope: bytes, resource_type: str, resource_id: str, version_id: int
     ) -> dict[str, Any]:
-        plaintext = self._cipher.decrypt(envelope, body_aad(resource_type, resource_id, version_id))
-        body = json.loads(plaintext)
-        if not isinstance(body, dict):
-            raise ValueError("stored resource body is not a JSON object")
-        return body
+        return open_body(self._cipher, envelope, resource_type, resource_id, version_id)
 
     def _add_version(self, row: ResourceRow, inbound_message_id: str | None) -> None:
         self._session.add(
@@ -323,6 +314,26 @@ class ResourceRepository:
             )
             for p, h in sorted(hashes)
         )
+
+
+def seal_body(cipher: Cipher, body: dict[str, Any], version_id: int, now: datetime) -> bytes:
+    """Stamp the version into `body.meta` and encrypt it, bound to type, id and version."""
+    meta = body.setdefault("meta", {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = now.isoformat(timespec="milliseconds")
+    plaintext = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    aad = body_aad(body["resourceType"], body["id"], version_id)
+    return cipher.encrypt(plaintext.encode("utf-8"), aad)
+
+
+def open_body(cipher: Cipher, envelope: bytes, resource_type: str, resource_id: str,
+              version_id: int) -> dict[str, Any]:
+    """Decrypt a stored body; it only opens as the resource and version it was sealed for."""
+    plaintext = cipher.decrypt(envelope, body_aad(resource_type, resource_id, version_id))
+    body = json.loads(plaintext)
+    if not isinstance(body, dict):
+        raise ValueError("stored resource body is not a JSON object")
+    return body
 
 
 def _now() -> datetime:
