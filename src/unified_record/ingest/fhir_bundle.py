@@ -157,7 +157,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
             "id") else new_refs[str(entry["fullUrl"])].split("/")[1]
         try:
             _check_nulls(body, rtype)
-            validate_resource(body)  # cached: prepare() checks it again for free
+            validate_resource(body)  # the only validation of FHIR-feed resources
         except InvalidResource as exc:
             if transaction:  # all or nothing
                 raise RecordError(f"entry {position}: {exc}") from None
