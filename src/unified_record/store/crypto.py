@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["BlindIndexer", "Cipher", "body_aad", "raw_aad"]
+__all__ = ["BlindIndexer", "Cipher", "body_aad", "decision_aad", "raw_aad"]
 
 
 class Cipher(Protocol):
@@ -40,3 +40,8 @@ def body_aad(resource_type: str, resource_id: str, version_id: int) -> bytes:
 def raw_aad(message_id: str) -> bytes:
     """Context for a raw inbound message: it only opens under its own message id."""
     return f"inbound_message/{message_id}".encode()
+
+
+def decision_aad(decision_id: str) -> bytes:
+    """Context for a steward decision's reason: it only opens under its own decision id."""
+    return f"link_decision/{decision_id}".encode()

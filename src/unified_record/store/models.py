@@ -14,12 +14,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "CLIENT_STATUSES",
+    "DECISION_KINDS",
     "LINK_ACTIONS",
     "MESSAGE_STATUSES",
+    "RUN_KINDS",
     "Base",
     "ClientMemberRow",
     "ClientRow",
     "InboundMessage",
+    "LinkConstraintRow",
+    "LinkDecisionRow",
     "LinkHistoryRow",
     "LinkagePairRow",
     "LinkageRunRow",
@@ -32,6 +36,8 @@ __all__ = [
 MESSAGE_STATUSES = ("pending", "accepted", "rejected", "quarantined")
 CLIENT_STATUSES = ("active", "retired")
 LINK_ACTIONS = ("created", "joined", "left", "merged", "split", "retired")
+RUN_KINDS = ("full", "incremental", "decision")
+DECISION_KINDS = ("link", "not_a_match", "unlink")
 
 # Deterministic constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -166,14 +172,18 @@ class SearchIndexRow(Base):
 
 
 class LinkageRunRow(Base):
-    """One full linkage run: when, with which model, how it ended, and its counts (JSON)."""
+    """One change to the index: a full run, an incremental match, or a steward's decision;
+    when, with which model, how it ended, and its counts (JSON)."""
 
     __tablename__ = "linkage_run"
     __table_args__ = (
         sa.CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        sa.CheckConstraint("kind IN ('full', 'incremental', 'decision')", name="kind"),
+        sa.Index("ix_linkage_run_kind_status", "kind", "status"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(20), server_default="full", default="full")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     model_version: Mapped[str | None] = mapped_column(sa.String(64))
@@ -244,3 +254,39 @@ class LinkagePairRow(Base):
     run_id: Mapped[int] = mapped_column(sa.Integer())
     match_probability: Mapped[float] = mapped_column(sa.Float())
     match_weight: Mapped[float] = mapped_column(sa.Float())
+
+
+class LinkDecisionRow(Base):
+    """A data steward's decision: link two records, not a match, or unlink a record from a
+    client; who, when and why (the reason is free text, so it is encrypted)."""
+
+    __tablename__ = "link_decision"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('link', 'not_a_match', 'unlink')", name="kind"),
+        sa.Index("ix_link_decision_unique_id_l", "unique_id_l"),
+        sa.Index("ix_link_decision_unique_id_r", "unique_id_r"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    unique_id_l: Mapped[str] = mapped_column(sa.String(64))
+    unique_id_r: Mapped[str | None] = mapped_column(sa.String(64))
+    client_id: Mapped[str | None] = mapped_column(sa.String(32))
+    decided_by: Mapped[str] = mapped_column(sa.String(128))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[bytes] = mapped_column(sa.LargeBinary())
+    key_id: Mapped[str] = mapped_column(sa.String(64))
+    run_id: Mapped[int] = mapped_column(sa.Integer())
+
+
+class LinkConstraintRow(Base):
+    """A pair every run must keep together (must_link) or apart; the latest decision on a
+    pair replaces any earlier one. unique_id_l < unique_id_r."""
+
+    __tablename__ = "link_constraint"
+    __table_args__ = (sa.Index("ix_link_constraint_unique_id_r", "unique_id_r"),)
+
+    unique_id_l: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    unique_id_r: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    must_link: Mapped[bool] = mapped_column(sa.Boolean())
+    decision_id: Mapped[str] = mapped_column(sa.String(36))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from unified_record.store.crypto import Cipher, body_aad, raw_aad
+from unified_record.store.crypto import Cipher, body_aad, decision_aad, raw_aad
 from unified_record.store.models import Base
 
 __all__ = ["rotate_keys"]
@@ -48,6 +48,7 @@ _TARGETS = (
         lambda r: body_aad(r["resource_type"], r["id"], r["version_id"]),
     ),
     _Target("inbound_message", ("id",), "raw", ("key_id",), lambda r: raw_aad(r["id"])),
+    _Target("link_decision", ("id",), "reason", ("key_id",), lambda r: decision_aad(r["id"])),
 )
 
 
