@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unified_record import __version__
+from unified_record.cli_api import register as register_api_commands
 from unified_record.config import ConfigError, Settings, load_settings
 from unified_record.ingest.mapping import MAPPINGS_DIR, MappingFileError
 from unified_record.ingest.pipeline import IngestStats, Pipeline, default_workers
@@ -40,6 +41,7 @@ app = typer.Typer(
     help="Unified Record command line.",
 )
 console = Console(stderr=True)
+register_api_commands(app)
 
 
 def fail(message: str) -> None:
