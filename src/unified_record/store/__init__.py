@@ -15,6 +15,8 @@ from unified_record.store.models import (
     ResourceVersionRow,
     SearchIndexRow,
 )
+from unified_record.store.oauth_clients import OAuthClient, OAuthClientRepository
+from unified_record.store.oauth_models import OAuthClientRow, UsedJtiRow
 from unified_record.store.resources import (
     Provenance,
     ResourceRepository,
@@ -31,6 +33,9 @@ __all__ = [
     "Cipher",
     "InboundMessage",
     "MessageRepository",
+    "OAuthClient",
+    "OAuthClientRepository",
+    "OAuthClientRow",
     "Provenance",
     "ResourceRepository",
     "ResourceRow",
@@ -38,6 +43,7 @@ __all__ = [
     "SearchIndexRow",
     "SourceConflictError",
     "UnitOfWork",
+    "UsedJtiRow",
     "VersionInfo",
     "body_aad",
     "make_engine",
