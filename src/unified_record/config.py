@@ -35,6 +35,27 @@ class Settings(BaseSettings):
     # for a data steward's review at or above the second; no link below it.
     link_auto_threshold: float = Field(default=0.999, ge=0.0, le=1.0)
     link_review_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # The API server (`unified-record serve`): loopback only unless told otherwise.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # The address partners use to reach the service (https in production). The built-in
+    # token issuer is this URL, tokens are for `<it>/fhir`, client assertions are for
+    # `<it>/oauth/token`. Empty in development means http://host:port.
+    public_url: str = ""
+    # The built-in issuer's private signing key (EC P-256 or RSA PEM), as text or as a file
+    # (mode 0600). Empty in development means: use the local key file, made on first use.
+    token_signing_key: str = Field(default="", repr=False)
+    token_signing_key_file: Path | None = None
+    token_lifetime: int = Field(default=300, ge=10, le=300)
+    # client_secret_basic at the token endpoint: a development convenience, never production.
+    allow_client_secret: bool = False
+    # An external OpenID Connect provider whose access tokens the API also accepts.
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = ""
+    oidc_organisation_claim: str = "organisation"
+    oidc_role_claim: str = "role"
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
@@ -52,6 +73,29 @@ class Settings(BaseSettings):
         if self.link_review_threshold > self.link_auto_threshold:
             raise ValueError("UR_LINK_REVIEW_THRESHOLD must not exceed UR_LINK_AUTO_THRESHOLD")
         return self
+
+    @model_validator(mode="after")
+    def _token_settings(self) -> Settings:
+        if self.allow_client_secret and self.env == "production":
+            raise ValueError("UR_ALLOW_CLIENT_SECRET is for development only")
+        oidc = {"UR_OIDC_ISSUER": self.oidc_issuer, "UR_OIDC_JWKS_URL": self.oidc_jwks_url,
+                "UR_OIDC_AUDIENCE": self.oidc_audience}
+        if any(oidc.values()) and not all(oidc.values()):
+            missing = [name for name, value in oidc.items() if not value]
+            raise ValueError(f"an external OpenID Connect provider needs {', '.join(missing)}")
+        if self.token_signing_key and self.token_signing_key_file:
+            raise ValueError(
+                "set UR_TOKEN_SIGNING_KEY or UR_TOKEN_SIGNING_KEY_FILE, not both")
+        return self
+
+    @property
+    def resolved_public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url.rstrip("/") or f"http://{host}:{self.port}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.token_signing_key_file or self.data_dir / "token-signing-key.pem"
 
     @property
     def resolved_key_file(self) -> Path:

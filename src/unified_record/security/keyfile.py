@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from unified_record.config import ConfigError, Settings
 from unified_record.security._base64 import decode_b64, encode_b64
+from unified_record.security._private_file import read_private_file, write_private_file
 from unified_record.security.blind_index import BlindIndex
 from unified_record.security.keyring import KeyRing, generate_key_id
 
@@ -110,21 +109,9 @@ def _keys_from_env(settings: Settings) -> tuple[KeyRing, BlindIndex]:
 
 def _read_key_file(path: Path) -> dict[str, Any]:
     """Read the key file after checking nobody but the owner can read or write it."""
+    raw = read_private_file(path, "key file")
     try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"key file {path}: cannot read ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"key file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            f"key file {path} has permissions {stat.S_IMODE(info.st_mode):04o}, looser than "
-            f"0600; refusing to use it (run: chmod 600 {path})"
-        )
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"key file {path}: cannot read ({exc.strerror})") from None
+        document = json.loads(raw.decode("utf-8"))
     except ValueError:
         raise ConfigError(f"key file {path} is not valid JSON") from None
     if not isinstance(document, dict):
@@ -166,7 +153,6 @@ def _parse_key_file(path: Path, document: dict[str, Any]) -> tuple[KeyRing, Blin
 
 def _create_key_file(path: Path) -> bool:
     """Make a fresh key file; False if another process created one first (use theirs)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     kid = generate_key_id()
     document = {
         "version": KEY_FILE_VERSION,
@@ -178,41 +164,6 @@ def _create_key_file(path: Path) -> bool:
 
 
 def _write_atomic(path: Path, document: dict[str, Any], *, replace: bool) -> bool:
-    """Write to a 0600 temp file in the same directory, fsync, then publish it in one step.
-
-    With ``replace=False`` the file is published by hard link, which fails rather than
-    overwrite a key file that appeared meanwhile; returns False in that case.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; best effort, as some filesystems refuse directory fsync."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Publish the JSON document as a 0600 file in one step (see `write_private_file`)."""
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    return write_private_file(path, data, replace=replace)
