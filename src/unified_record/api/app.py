@@ -1,0 +1,80 @@
+"""The application factory: configuration in, a FastAPI app out.
+
+``uvicorn --factory unified_record.api:create_app`` (what `unified-record serve` runs)
+calls it once per worker. It refuses to build an app with a production setting that lacks
+its secrets or public address, rather than serve with a fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from unified_record import __version__
+from unified_record.api import fhir, oauth
+from unified_record.api.capability import capability_statement
+from unified_record.api.errors import install_error_handlers
+from unified_record.config import ConfigError, Settings, load_settings
+from unified_record.security.authorization_server import AuthorizationServer
+from unified_record.security.jwks import JWKSCache
+from unified_record.security.signing_key import load_or_create_signing_key
+from unified_record.security.tokens import TokenValidator, builtin_issuer, oidc_issuer
+from unified_record.store import OAuthClientRepository, make_engine, make_session_factory
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    check_serving_settings(settings)
+    base = settings.resolved_public_url
+    fhir_base, token_url = f"{base}/fhir", f"{base}/oauth/token"
+    signing_key = load_or_create_signing_key(settings)
+    engine = make_engine(settings.database_url)
+
+    issuers = [builtin_issuer(signing_key, base, fhir_base)]
+    if settings.oidc_issuer:
+        issuers.append(oidc_issuer(
+            settings.oidc_issuer, JWKSCache(settings.oidc_jwks_url), settings.oidc_audience,
+            organisation_claim=settings.oidc_organisation_claim,
+            role_claim=settings.oidc_role_claim))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Unified Record",
+        version=__version__,
+        description="FHIR R4 API of the unified health-and-social-care record, for NHS "
+                    "partner systems (SMART on FHIR Backend Services tokens).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.signing_key = signing_key
+    app.state.jwks_uri = f"{base}/oauth/jwks"
+    app.state.authorization_server = AuthorizationServer(
+        OAuthClientRepository(make_session_factory(engine)),
+        signing_key,
+        issuer=base,
+        audience=fhir_base,
+        token_url=token_url,
+        lifetime=settings.token_lifetime,
+        allow_client_secret=settings.allow_client_secret,
+    )
+    app.state.token_validator = TokenValidator(issuers)
+    app.state.capability_statement = capability_statement(fhir_base, token_url)
+    install_error_handlers(app)
+    app.include_router(oauth.router)
+    app.include_router(fhir.router)
+    return app
+
+
+def check_serving_settings(settings: Settings) -> None:
+    """Production serves only at a configured https address (issuer and audiences use it)."""
+    if settings.env == "production" and not settings.public_url.startswith("https://"):
+        raise ConfigError("production setting needs UR_PUBLIC_URL, an https:// address")
