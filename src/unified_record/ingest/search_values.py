@@ -40,6 +40,33 @@ def postcode_key(value: str) -> str:
     return re.sub(r"\s+", "", value.upper())
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
+def phone_key(value: str | None) -> str | None:
+    """Digits in UK national format: "+44 (0)113 496 0529" -> "01134960529"."""
+    if value is None:
+        return None
+    digits = _NOT_DIGIT.sub("", value)
+    if value.lstrip().startswith("+"):
+        international = digits
+    elif digits.startswith("00"):
+        international = digits[2:]
+    elif digits.startswith("44") and len(digits) == 12:  # 44 written without the plus
+        international = digits
+    else:
+        return digits or None
+    if not international.startswith("44"):
+        return "00" + international if international else None  # abroad: keep it distinct
+    national = international[2:]
+    national = national.removeprefix("0")  # the "(0)" people write after +44
+    return "0" + national if national else None
+
+
+def email_key(value: str | None) -> str | None:
+    return (value.strip().lower() or None) if value else None
+
+
 def index_values(resource: dict[str, Any]) -> list[tuple[str, str]]:
     """(param, normalised value) pairs for the blind index."""
     values: list[tuple[str, str]] = []
@@ -56,6 +83,15 @@ def index_values(resource: dict[str, Any]) -> list[tuple[str, str]]:
                     values.append(("given", folded))
         if birth := resource.get("birthDate"):
             values.append(("birthdate", birth))
+            values.append(("birthyear", str(birth)[:4]))
+        for telecom in resource.get("telecom") or []:
+            value = telecom.get("value") if isinstance(telecom, dict) else None
+            if not isinstance(value, str):
+                continue
+            if telecom.get("system") == "phone" and (phone := phone_key(value)):
+                values.append(("phone", phone))
+            elif telecom.get("system") == "email" and (email := email_key(value)):
+                values.append(("email", email))
         for address in resource.get("address") or []:
             if code := address.get("postalCode"):
                 values.append(("postcode", postcode_key(code)))

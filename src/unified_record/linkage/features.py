@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from unified_record.fhir.nhs_number import is_valid_nhs_number, normalise_nhs_number
 from unified_record.fhir.uk_core import EXT_NHS_NUMBER_VERIFICATION, NHS_NUMBER_SYSTEM
-from unified_record.ingest.search_values import fold_name, soundex
+from unified_record.ingest.search_values import email_key, fold_name, phone_key, soundex
 from unified_record.ingest.transforms import FieldError
 from unified_record.ingest.transforms import postcode as normalise_postcode
 from unified_record.store.models import ResourceRow
@@ -75,7 +75,6 @@ _TRANSLITERATE = str.maketrans({
 })
 _APOSTROPHES = re.compile(r"['’`]")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
-_NOT_DIGIT = re.compile(r"[^0-9]")
 _HOUSE_NUMBER = re.compile(r"^(\d+[a-z]?)(?:\s*-\s*\d+[a-z]?)?(?![a-z0-9])[\s,]*(.*)$", re.S)
 _FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _YEAR = re.compile(r"^(\d{4})", re.ASCII)
@@ -124,8 +123,8 @@ def patient_features(
         "postcode_district": district,
         "house_number": house_number,
         "address_line1": address_line1,
-        "phone": _phone(_telecom(resource.get("telecom"), "phone")),
-        "email": _email(_telecom(resource.get("telecom"), "email")),
+        "phone": phone_key(_telecom(resource.get("telecom"), "phone")),
+        "email": email_key(_telecom(resource.get("telecom"), "email")),
         "last_updated": _text(meta.get("lastUpdated")) if isinstance(meta, dict) else None,
     }
 
@@ -333,26 +332,3 @@ def _telecom(telecoms: object, system: str) -> str | None:
     chosen = next((t for t in entries if _is_current(t)), entries[0] if entries else None)
     return _text(chosen.get("value")) if chosen else None
 
-
-def _phone(value: str | None) -> str | None:
-    """Digits in UK national format: "+44 (0)113 496 0529" -> "01134960529"."""
-    if value is None:
-        return None
-    digits = _NOT_DIGIT.sub("", value)
-    if value.lstrip().startswith("+"):
-        international = digits
-    elif digits.startswith("00"):
-        international = digits[2:]
-    elif digits.startswith("44") and len(digits) == 12:  # 44 written without the plus
-        international = digits
-    else:
-        return digits or None
-    if not international.startswith("44"):
-        return "00" + international if international else None  # abroad: keep it distinct
-    national = international[2:]
-    national = national.removeprefix("0")  # the "(0)" people write after +44
-    return "0" + national if national else None
-
-
-def _email(value: str | None) -> str | None:
-    return (value.strip().lower() or None) if value else None

@@ -10,26 +10,32 @@ equals Splink's `predict()` for the same pair (tested to 1e-6). Evaluating the m
 conditions with DuckDB on a small in-memory table of pairs instead was measured at about
 10 ms per call for 10 pairs (levels only), against 0.4 ms for this scorer.
 
-Candidates (the blind index cannot express every blocking rule of the model):
+Candidates, one query per blocking rule of the model, through the blind index:
 
 * the same NHS number (`block_on("nhs_number")`);
 * the same birth date and the same Soundex of the surname or the same given name
   (`block_on("surname_soundex", "dob")`, `block_on("dob", "first_name")`);
 * the same postcode and the same birth date, or the same postcode and a same given name
-  (`block_on("postcode", "dob")`, `block_on("postcode", "first_name")`).
+  (`block_on("postcode", "dob")`, `block_on("postcode", "first_name")`);
+* the same surname or phone number and the same birth year (`block_on("surname",
+  "dob_year")`, `block_on("phone", "dob_year")`), and the same e-mail (`block_on("email")`).
+  These use the blind-index keys `family`, `phone`, `email` and `birthyear`; Patients stored
+  before those keys existed are reached by the other rules only until they are re-ingested.
 
-Not available from the index: surname with birth *year*, phone with birth year, e-mail. A
-new record reachable only through those rules becomes a new client (the next full run
-links it). At most `max_candidates` candidates are scored (NHS-number hits first).
+At most `max_candidates` candidates are scored: NHS-number hits first, then date-of-birth
+rules, then the rest.
 
 Decision, with the bands of the full run: the best pair at or above the auto-link
 threshold joins that candidate's client, unless either record has too little to match on
 (`index.too_little_to_match`), which makes it a review item instead; a best pair in the
 review band makes a new client and keeps the pair(s) in `linkage_pair` for review; else a
 new client. Every pair at or above the review threshold is written to `linkage_pair`, as a
-full run does. No new `linkage_run` row is written: the rows carry the id of the latest
-completed full run (the index the record was matched against) and link_history says
-"incremental". The caller commits.
+full run does. Stewards' decisions hold here too: a record with a must-link decision joins
+that record's client whatever the scores, and a candidate whose client holds a record the
+new one must not be linked with (a not-a-match or unlink decision) is never joined. Each
+match is a `linkage_run` of kind "incremental" (the run id on its link_history and member
+rows); the latest completed full run is the index it was matched against. The caller
+commits.
 
 Term frequencies: Splink adjusts exact first-name, surname and middle-name agreements by
 how common the value is in the scored table. Without a plaintext table, the default
@@ -57,7 +63,13 @@ from sqlalchemy.orm import Session, aliased
 from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM
 from unified_record.ingest.search_values import fold_name, index_values
 from unified_record.linkage.features import patient_features
-from unified_record.linkage.index import lock_index, new_client_id, too_little_to_match
+from unified_record.linkage.index import (
+    finish_run,
+    lock_index,
+    new_client_id,
+    start_run,
+    too_little_to_match,
+)
 from unified_record.linkage.model import (
     DEFAULT_AUTO_LINK_THRESHOLD,
     DEFAULT_REVIEW_THRESHOLD,
@@ -72,6 +84,7 @@ from unified_record.store.models import (
     ClientRow,
     LinkagePairRow,
     LinkageRunRow,
+    LinkConstraintRow,
     LinkHistoryRow,
     ResourceRow,
     SearchIndexRow,
@@ -467,7 +480,8 @@ class MatchOutcome:
     candidates: int  # candidate records scored
     review_pairs: int  # pairs written to linkage_pair (at or above the review threshold)
     too_little: bool  # the new record has too little to match on
-    run_id: int  # the full run whose index the record was matched against
+    run_id: int  # this match's own linkage_run (kind "incremental")
+    index_run_id: int  # the full run whose index the record was matched against
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -502,11 +516,11 @@ def match_new_record(
     scorer = scorer_for(model)
     run = session.execute(
         sa.select(LinkageRunRow.id, LinkageRunRow.counts)
-        .where(LinkageRunRow.status == "completed")
+        .where(LinkageRunRow.status == "completed", LinkageRunRow.kind == "full")
         .order_by(LinkageRunRow.id.desc()).limit(1)).first()
     if run is None:
         raise NoIndexError("no completed full linkage run: run `unified-record link` first")
-    run_id = int(run[0])
+    index_run_id = int(run[0])
     if session.get(ClientMemberRow, patient_id) is not None:
         raise AlreadyIndexedError("the Patient is already in the client index")
     repo = ResourceRepository(session, keyring, blind_index)
@@ -520,6 +534,27 @@ def match_new_record(
     t = lap("read", started)
 
     lock_index(session)
+    run_id = start_run(session, model.model_version, kind="incremental")
+    must, cannot = _constraints_of(session, patient_id)
+
+    def done(outcome: MatchOutcome) -> MatchOutcome:
+        finish_run(session, run_id, {"decision": outcome.decision,
+                                     "candidates": outcome.candidates,
+                                     "review_pairs": outcome.review_pairs})
+        lap("write", t)
+        outcome.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return outcome
+
+    # A steward's must-link decision places the record, whatever the scores.
+    for partner in must:
+        member = session.get(ClientMemberRow, partner)
+        client_id = _active_client(session, member.client_id) if member is not None else None
+        if client_id is not None:
+            _add_member(session, patient_id, client_id, run_id, None, None,
+                        model.model_version, f"incremental: steward decision links {partner}")
+            session.flush()
+            return done(MatchOutcome(patient_id, "joined", client_id, partner, None, None, 0, 0,
+                                     little, run_id, index_run_id, timings))
 
     # A Patient retired by an A40 merge follows its survivor, as in a full run.
     survivor = new["replaced_by"] if new["active"] is False else None
@@ -533,10 +568,8 @@ def match_new_record(
                     f"incremental: follows its survivor {survivor}" if followed == "joined"
                     else "incremental: new client (survivor not in the index)")
         session.flush()
-        lap("write", t)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-        return MatchOutcome(patient_id, followed, client_id, survivor, None, None, 0, 0,
-                            little, run_id, timings)
+        return done(MatchOutcome(patient_id, followed, client_id, survivor, None, None, 0, 0,
+                                 little, run_id, index_run_id, timings))
 
     candidate_ids = _candidates(session, blind_index, body, patient_id, max_candidates)
     t = lap("candidates", t)
@@ -574,7 +607,10 @@ def match_new_record(
     t = lap("scoring", t)
 
     best = scored[0] if scored else None
-    linkable = [s for s in scored if s[3] and s[0] >= auto_link_threshold]
+    barred = _clients_holding(session, cannot)
+    linkable = [s for s in scored if s[3] and s[0] >= auto_link_threshold
+                and _active_client(session, members[s[2]].client_id) not in barred]
+    review = [s for s in scored if s[0] >= review_threshold and s[2] not in cannot]
     decision: Decision
     if linkable:
         decision = "joined"
@@ -584,25 +620,48 @@ def match_new_record(
         _add_member(session, patient_id, client_id, run_id, probability, weight,
                     model.model_version, f"incremental: matched {partner}")
     else:
-        decision = "review" if best is not None and best[0] >= review_threshold else "new"
+        decision = "review" if review else "new"
         client_id = _create_client(session, run_id)
         _add_member(session, patient_id, client_id, run_id, None, None, model.model_version,
                     "incremental: new client")
-    review = [s for s in scored if s[0] >= review_threshold]
     if review:
         session.execute(sa.insert(LinkagePairRow), [
             {"unique_id_l": min(patient_id, other), "unique_id_r": max(patient_id, other),
              "run_id": run_id, "match_probability": p, "match_weight": w}
             for p, w, other, _ in review])
     session.flush()
-    lap("write", t)
-    timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-    return MatchOutcome(
+    return done(MatchOutcome(
         unique_id=patient_id, decision=decision, client_id=client_id,
         best_candidate=best[2] if best else None,
         best_probability=best[0] if best else None, best_weight=best[1] if best else None,
         candidates=len(scored), review_pairs=len(review), too_little=little, run_id=run_id,
-        timings_ms=timings)
+        index_run_id=index_run_id, timings_ms=timings))
+
+
+def _constraints_of(session: Session, patient_id: str) -> tuple[list[str], set[str]]:
+    """The records a steward said `patient_id` must (sorted) or must not be linked with."""
+    must: list[str] = []
+    cannot: set[str] = set()
+    for left, right, must_link in session.execute(
+            sa.select(LinkConstraintRow.unique_id_l, LinkConstraintRow.unique_id_r,
+                      LinkConstraintRow.must_link)
+            .where(sa.or_(LinkConstraintRow.unique_id_l == patient_id,
+                          LinkConstraintRow.unique_id_r == patient_id))):
+        other = right if left == patient_id else left
+        if must_link:
+            must.append(other)
+        else:
+            cannot.add(other)
+    return sorted(must), cannot
+
+
+def _clients_holding(session: Session, records: set[str]) -> set[str | None]:
+    """The active clients that hold any of `records`."""
+    if not records:
+        return set()
+    owners = session.scalars(sa.select(ClientMemberRow.client_id)
+                             .where(ClientMemberRow.unique_id.in_(sorted(records))))
+    return {_active_client(session, owner) for owner in owners} - {None}
 
 
 def _candidates(session: Session, blind_index: BlindIndexer, body: dict[str, Any],
@@ -612,7 +671,8 @@ def _candidates(session: Session, blind_index: BlindIndexer, body: dict[str, Any
     for param, value in index_values(body):
         if param == "identifier" and not value.startswith(NHS_NUMBER_SYSTEM + "|"):
             continue
-        if param in ("identifier", "birthdate", "phonetic", "given", "postcode"):
+        if param in ("identifier", "birthdate", "phonetic", "given", "postcode", "family",
+                     "birthyear", "phone", "email"):
             values.setdefault(param, []).append(blind_index.digest(param, value))
 
     # The driving side is found by (param, value hash) alone, so that every database uses
@@ -620,13 +680,13 @@ def _candidates(session: Session, blind_index: BlindIndexer, body: dict[str, Any
     # the resource type is checked on the result.
     si, other = SearchIndexRow, aliased(SearchIndexRow)
 
-    def pairs(first: str, seconds: Sequence[str]) -> sa.Select[str, str, int] | None:
+    def pairs(first: str, seconds: Sequence[str], rank: int) -> sa.Select[str, str, int] | None:
         present = [p for p in seconds if values.get(p)]
         if not values.get(first) or not present:
             return None
         condition = sa.or_(*[sa.and_(other.param == p, other.value_hash.in_(values[p]))
                              for p in present])
-        return (sa.select(si.resource_type, si.resource_id, sa.literal(1))
+        return (sa.select(si.resource_type, si.resource_id, sa.literal(rank))
                 .join(other, sa.and_(other.resource_type == si.resource_type,
                                      other.resource_id == si.resource_id))
                 .where(si.param == first, si.value_hash.in_(values[first]), condition))
@@ -635,10 +695,16 @@ def _candidates(session: Session, blind_index: BlindIndexer, body: dict[str, Any
     if values.get("identifier"):
         parts.append(sa.select(si.resource_type, si.resource_id, sa.literal(0))
                      .where(si.param == "identifier", si.value_hash.in_(values["identifier"])))
-    for first, seconds in (("birthdate", ("phonetic", "given", "postcode")),
-                           ("postcode", ("given",))):
-        if (select := pairs(first, seconds)) is not None:
+    # The rarer key drives each join: a surname or phone is rarer than a birth year.
+    for first, seconds, rank in (("birthdate", ("phonetic", "given", "postcode"), 1),
+                                 ("postcode", ("given",), 2),
+                                 ("family", ("birthyear",), 2),
+                                 ("phone", ("birthyear",), 2)):
+        if (select := pairs(first, seconds, rank)) is not None:
             parts.append(select)
+    if values.get("email"):
+        parts.append(sa.select(si.resource_type, si.resource_id, sa.literal(2))
+                     .where(si.param == "email", si.value_hash.in_(values["email"])))
     if not parts:
         return []
     found: dict[str, int] = {}

@@ -65,6 +65,7 @@ from unified_record.store.models import (
     ClientRow,
     LinkagePairRow,
     LinkageRunRow,
+    LinkConstraintRow,
     LinkHistoryRow,
 )
 from unified_record.store.unit_of_work import UnitOfWork
@@ -77,6 +78,8 @@ __all__ = [
     "cluster_records",
     "current_clusters",
     "finish_run",
+    "load_constraints",
+    "lock_index",
     "new_client_id",
     "run_full_linkage",
     "start_run",
@@ -123,9 +126,13 @@ def lock_index(session: Session) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INDEX_LOCK})
 
 
-def start_run(session: Session, model_version: str | None = None) -> int:
-    """Add a `running` linkage_run row (in the caller's transaction) and return its id."""
-    run = LinkageRunRow(started_at=_now(), model_version=model_version, status="running")
+def start_run(session: Session, model_version: str | None = None, kind: str = "full") -> int:
+    """Add a `running` linkage_run row (in the caller's transaction) and return its id.
+
+    `kind`: "full" (a whole re-run), "incremental" (one new record matched) or "decision"
+    (a steward's decision applied)."""
+    run = LinkageRunRow(started_at=_now(), model_version=model_version, status="running",
+                        kind=kind)
     session.add(run)
     session.flush()
     return run.id
@@ -155,11 +162,18 @@ def assign_clients(
     *,
     scores: Scores | None = None,
     model_version: str | None = None,
+    scope: Collection[str] | None = None,
+    note: str | None = None,
 ) -> IndexChanges:
     """Apply `clusters` (unique_id -> any cluster label) to the index under stable ids.
 
     The rules are in the module docstring. Writes go into `session`'s transaction; the
     caller commits (or rolls back, leaving the index exactly as it was).
+
+    `scope`: re-assign only these records (every member of the clients concerned, e.g. when
+    a steward's decision reshapes two clients); the rest of the index is not read or changed.
+    `clusters` must then cover exactly the scope. Default: the whole index.
+    `note`: why, added to every link_history row written (e.g. the steward decision's id).
     """
     scores = scores or {}
     at = _now()
@@ -168,14 +182,33 @@ def assign_clients(
 
     def log(client_id: str, action: str, unique_id: str | None = None,
             detail: str | None = None) -> None:
+        if note:
+            detail = f"{detail}; {note}" if detail else note
         history.append({"run_id": run_id, "client_id": client_id, "unique_id": unique_id,
                         "action": action, "detail": detail, "at": at})
 
     lock_index(session)
-    members = {m.unique_id: m for m in session.scalars(sa.select(ClientMemberRow))}
-    clients = {c.id: c for c in session.scalars(
-        sa.select(ClientRow).where(ClientRow.status == "active"))}
-    taken = set(session.scalars(sa.select(ClientRow.id)))  # retired ids are never reused
+    if scope is None:
+        members = {m.unique_id: m for m in session.scalars(sa.select(ClientMemberRow))}
+        clients = {c.id: c for c in session.scalars(
+            sa.select(ClientRow).where(ClientRow.status == "active"))}
+        taken = set(session.scalars(sa.select(ClientRow.id)))  # retired ids are never reused
+    else:
+        if set(scope) != set(clusters):
+            raise ValueError("a scoped assignment needs a cluster for every record in scope")
+        members = {m.unique_id: m for m in session.scalars(
+            sa.select(ClientMemberRow).where(ClientMemberRow.unique_id.in_(sorted(scope))))}
+        owners = sorted({m.client_id for m in members.values()})
+        sizes = session.execute(
+            sa.select(ClientMemberRow.client_id, sa.func.count())
+            .where(ClientMemberRow.client_id.in_(owners)).group_by(ClientMemberRow.client_id))
+        in_scope = Counter(m.client_id for m in members.values())
+        if any(in_scope[client_id] != count for client_id, count in sizes):
+            raise ValueError("a scoped assignment must hold every member of its clients")
+        clients = {c.id: c for c in session.scalars(
+            sa.select(ClientRow).where(ClientRow.id.in_(owners),
+                                       ClientRow.status == "active"))}
+        taken = set(session.scalars(sa.select(ClientRow.id).where(ClientRow.id.in_(owners))))
 
     groups: dict[str, list[str]] = defaultdict(list)
     for uid, label in clusters.items():
@@ -219,7 +252,8 @@ def assign_clients(
                 changes.retired += 1
         else:
             survivor = new_client_id()
-            while survivor in taken:
+            while survivor in taken or (scope is not None
+                                        and session.get(ClientRow, survivor) is not None):
                 survivor = new_client_id()
             taken.add(survivor)
             client = ClientRow(id=survivor, status="active", replaced_by=None,
@@ -312,6 +346,17 @@ def _retire(session: Session, clients: Mapping[str, ClientRow], client_id: str, 
 # -- the full run ------------------------------------------------------------------------------
 
 
+def load_constraints(session: Session) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The stewards' standing decisions as (must-link pairs, cannot-link pairs)."""
+    must: list[tuple[str, str]] = []
+    cannot: list[tuple[str, str]] = []
+    for left, right, must_link in session.execute(sa.select(
+            LinkConstraintRow.unique_id_l, LinkConstraintRow.unique_id_r,
+            LinkConstraintRow.must_link)):
+        (must if must_link else cannot).append((left, right))
+    return must, cannot
+
+
 def too_little_to_match(row: Mapping[str, object]) -> bool:
     """No valid NHS number, and no full date of birth or no surname: never auto-linked."""
     if row.get("nhs_number"):
@@ -332,6 +377,7 @@ class LinkageReport:
     too_little: int = 0  # records with too little to match on (never auto-linked)
     links: int = 0  # pairs at or above the auto-link threshold that were applied
     review_pairs: int = 0  # pairs in the review band (incl. auto-link pairs held back)
+    decisions: int = 0  # steward must-link and cannot-link pairs respected
     clients: int = 0  # active clients after the run
     changes: IndexChanges = field(default_factory=IndexChanges)
 
@@ -340,10 +386,12 @@ class LinkageReport:
 
 
 class _Components:
-    """Union-find over record ids; a component's label is its smallest member id."""
+    """Union-find over record ids, with cannot-link constraints; a component's label is its
+    smallest member id."""
 
     def __init__(self, ids: Iterable[str]) -> None:
         self.parent = {uid: uid for uid in ids}
+        self.forbidden: dict[str, set[str]] = {}  # root -> records its members must not join
 
     def find(self, uid: str) -> str:
         root = uid
@@ -353,12 +401,25 @@ class _Components:
             self.parent[uid], uid = root, self.parent[uid]
         return root
 
+    def forbid(self, a: str, b: str) -> None:
+        self.forbidden.setdefault(self.find(a), set()).add(b)
+        self.forbidden.setdefault(self.find(b), set()).add(a)
+
+    def may_union(self, a: str, b: str) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        small, other = sorted((ra, rb), key=lambda r: len(self.forbidden.get(r, ())))
+        return all(self.find(x) != other for x in self.forbidden.get(small, ()))
+
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             if rb < ra:
                 ra, rb = rb, ra
             self.parent[rb] = ra
+            if rb in self.forbidden:
+                self.forbidden.setdefault(ra, set()).update(self.forbidden.pop(rb))
 
     def labels(self) -> dict[str, str]:
         return {uid: self.find(uid) for uid in self.parent}
@@ -371,40 +432,56 @@ def cluster_records(
     auto_link_threshold: float = DEFAULT_AUTO_LINK_THRESHOLD,
     too_little: Collection[str] = (),
     replaced_by: Mapping[str, str] | None = None,
+    must_link: Iterable[tuple[str, str]] = (),
+    cannot_link: Iterable[tuple[str, str]] = (),
 ) -> tuple[dict[str, str], dict[str, tuple[float | None, float | None]], int, int]:
     """Connected components of the auto-link pairs: (unique_id -> cluster label, scores,
     auto-links applied, pairs left for review).
 
-    A pair links only if it reaches the threshold and neither record has too little to
-    match on; every other pair counts for review. A record's score is its best applied
-    link (probability, weight). A merged-away record (`replaced_by`) joins its survivor's
-    cluster, following chains, when the survivor is among `ids`. Labels are the smallest
-    member id, so the result does not depend on the order of the pairs.
+    In order: a merged-away record (`replaced_by`) joins its survivor's cluster, following
+    chains, when the survivor is among `ids` (the source system merged them); then the
+    stewards' `must_link` pairs; then the scored pairs, best first. No union ever puts two
+    `cannot_link` records in one cluster. A scored pair links only if it reaches the
+    threshold and neither record has too little to match on; a pair kept apart only by a
+    cannot-link was decided, so it is neither a link nor left for review; every other pair
+    counts for review. A record's score is its best applied link (probability, weight).
+    Labels are the smallest member id; the pairs are sorted first, so the result does not
+    depend on their order.
     """
     components = _Components(sorted(ids))
-    best: dict[str, tuple[float | None, float | None]] = {}
-    links = review = 0
-    for left, right, probability, weight in pairs:
-        if probability >= auto_link_threshold and left not in too_little \
-                and right not in too_little:
-            links += 1
-            components.union(left, right)
-            for uid in (left, right):
-                known = best.get(uid, (None, None))[0]
-                if known is None or probability > known:
-                    best[uid] = (probability, weight)
-        else:
-            review += 1
+    known = components.parent
+    for a, b in cannot_link:
+        if a in known and b in known:
+            components.forbid(a, b)
     replaced = dict(replaced_by or {})
     for uid in sorted(replaced):
-        if uid not in components.parent:
+        if uid not in known:
             continue
         survivor, seen = replaced[uid], {uid}
         while survivor in replaced and survivor not in seen:  # follow chains of merges
             seen.add(survivor)
             survivor = replaced[survivor]
-        if survivor in components.parent and survivor not in seen:
+        if survivor in known and survivor not in seen:
             components.union(uid, survivor)
+    for a, b in sorted(must_link):
+        if a in known and b in known and components.may_union(a, b):
+            components.union(a, b)
+
+    best: dict[str, tuple[float | None, float | None]] = {}
+    links = review = 0
+    for left, right, probability, weight in sorted(pairs, key=lambda p: (-p[2], p[0], p[1])):
+        if probability >= auto_link_threshold and left not in too_little \
+                and right not in too_little:
+            if not components.may_union(left, right):
+                continue
+            links += 1
+            components.union(left, right)
+            for uid in (left, right):
+                held = best.get(uid, (None, None))[0]
+                if held is None or probability > held:
+                    best[uid] = (probability, weight)
+        else:
+            review += 1
     return components.labels(), best, links, review
 
 
@@ -478,9 +555,11 @@ def run_full_linkage(
         con.close()
 
     say("clustering")
+    with UnitOfWork(bind, cipher, blind_index) as uow:
+        must, cannot = load_constraints(uow.session)
     clusters, scores, links, review = cluster_records(
         all_ids, pairs, auto_link_threshold=auto_link_threshold, too_little=little,
-        replaced_by=replaced)
+        replaced_by=replaced, must_link=must, cannot_link=cannot)
 
     say("updating the index")
     with UnitOfWork(bind, cipher, blind_index) as uow:
@@ -499,6 +578,7 @@ def run_full_linkage(
             run_id=run_id, model_version=model.model_version, model_trained=trained,
             records=records, scored=len(active), inactive=records - len(active),
             too_little=len(little), links=links, review_pairs=review,
+            decisions=len(must) + len(cannot),
             clients=int(active_clients or 0), changes=changes)
         counts = report.to_json()
         counts.pop("run_id")
