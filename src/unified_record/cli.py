@@ -418,6 +418,115 @@ def link_explain(
         typer.echo(f"chart written to {html}", err=True)
 
 
+@link_app.command("review")
+def link_review(
+    limit: int = typer.Option(20, "--limit", min=1, help="How many items to list."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines on standard output."),
+) -> None:
+    """The review queue: undecided possible matches across two clients, strongest first
+    (record and client ids and scores only; `link explain A B` shows why)."""
+    import json
+
+    from sqlalchemy.orm import Session
+
+    from unified_record.linkage.review import review_queue
+    from unified_record.store import make_engine, migrate
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with Session(engine) as session:
+            items = review_queue(session, limit=limit)
+    finally:
+        engine.dispose()
+    if as_json:
+        for item in items:
+            typer.echo(json.dumps(item.__dict__, sort_keys=True))
+        return
+    table = Table(title=f"review queue (first {limit})")
+    for column in ("record A", "client A", "record B", "client B", "probability", "weight"):
+        table.add_column(column, justify="right" if column in ("probability", "weight")
+                         else "left")
+    for item in items:
+        table.add_row(item.unique_id_l, item.client_l, item.unique_id_r, item.client_r,
+                      f"{item.match_probability:.6f}", f"{item.match_weight:.2f}")
+    Console(width=140).print(table)
+    if not items:
+        typer.echo("nothing to review")
+
+
+@link_app.command("decide")
+def link_decide(
+    kind: str = typer.Argument(..., help="link | not_a_match | unlink"),
+    record: str = typer.Argument(..., help="A source Patient id in the client index."),
+    other: str | None = typer.Argument(None, help="The other record (not for unlink)."),
+    by: str = typer.Option(..., "--by", help="Who decides (the data steward's user id)."),
+    reason: str = typer.Option(..., "--reason", help="Why (stored encrypted)."),
+) -> None:
+    """Record a data steward's decision and apply it to the index now; every later run,
+    full or incremental, respects it."""
+    from unified_record.linkage.review import DecisionError, decide
+    from unified_record.security import load_or_create_keys
+    from unified_record.store import make_engine, make_session_factory, migrate
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        keyring, blind_index = load_or_create_keys(settings)
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            outcome = decide(session, keyring, blind_index, kind, record, other,  # type: ignore[arg-type]
+                             decided_by=by, reason=reason,
+                             auto_link_threshold=settings.link_auto_threshold)
+            session.commit()
+    except (ConfigError, DecisionError) as exc:
+        fail(str(exc))
+        raise
+    finally:
+        engine.dispose()
+    changes = outcome.changes
+    typer.echo(f"decision {outcome.decision_id} ({kind}) applied in run {outcome.run_id}: "
+               f"{changes.created} client(s) created, {changes.retired} retired, "
+               f"{changes.joined} record move(s)")
+    for uid, client_id in sorted(outcome.clients.items()):
+        typer.echo(f"{uid} -> {client_id}")
+
+
+@link_app.command("decisions")
+def link_decisions(
+    record: str | None = typer.Option(None, "--record", help="Only decisions naming it."),
+    limit: int = typer.Option(50, "--limit", min=1),
+) -> None:
+    """Stewards' decisions, newest first: who, when, what and why."""
+    from sqlalchemy.orm import Session
+
+    from unified_record.linkage.review import list_decisions
+    from unified_record.security import load_or_create_keys
+    from unified_record.store import make_engine, migrate
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        keyring, _ = load_or_create_keys(settings)
+        migrate(engine)
+        with Session(engine) as session:
+            decisions = list_decisions(session, keyring, record=record, limit=limit)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise
+    finally:
+        engine.dispose()
+    table = Table(title="steward decisions")
+    for column in ("when", "who", "decision", "records", "client", "reason"):
+        table.add_column(column)
+    for d in decisions:
+        table.add_row(d.decided_at.isoformat(timespec="seconds"), d.decided_by, d.kind,
+                      " ".join(filter(None, (d.unique_id_l, d.unique_id_r))),
+                      d.client_id or "", d.reason)
+    Console(width=160).print(table)
+
+
 @link_app.command("evaluate")
 def link_evaluate(
     truth: Path = typer.Option(..., "--truth", help="Truth CSV: source,source_record_id,"

@@ -80,3 +80,47 @@ def test_link_then_evaluate_on_the_sample(env: Path,
 def test_link_evaluate_names_a_missing_truth_file(env: Path) -> None:
     code, out = run("link", "evaluate", "--truth", str(env / "nope.csv"))
     assert code == 2 and "nope.csv: no such file" in out
+
+
+def test_review_queue_and_steward_decisions_from_the_cli(
+        env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A strict auto-link band leaves the sample's weakest links (0.9995-0.99999) for review.
+    monkeypatch.setenv("UR_LINK_AUTO_THRESHOLD", "0.99999")
+    code, out = run("ingest", str(SAMPLE), "--workers", "1", "--quiet")
+    assert code == 0, out
+    assert run("link", "--quiet")[0] == 0
+
+    code, out = run("link", "review", "--json", "--limit", "5")
+    assert code == 0, out
+    items = [json.loads(line) for line in out.splitlines()]
+    assert items and items[0]["client_l"] != items[0]["client_r"]
+    a, b = items[0]["unique_id_l"], items[0]["unique_id_r"]
+
+    code, out = run("link", "decide", "link", a, b, "--by", "steward-7",
+                    "--reason", "Same person per the GP")
+    assert code == 0, out
+    clients = dict(line.split(" -> ") for line in out.splitlines()[1:])
+    assert clients[a] == clients[b]
+    code, out = run("link", "review", "--json", "--limit", "1000")
+    assert not any({i["unique_id_l"], i["unique_id_r"]} == {a, b}
+                   for i in map(json.loads, out.splitlines()))
+
+    code, out = run("link", "decisions", "--record", a)
+    assert code == 0 and "steward-7" in out and "Same person per the GP" in out
+
+    # The next full run keeps the decision.
+    assert run("link", "--quiet")[0] == 0
+    import sqlalchemy as sa
+
+    from unified_record.store.models import ClientMemberRow
+
+    engine = sa.create_engine(os.environ["UR_DATABASE_URL"])
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
+                                  .where(ClientMemberRow.unique_id.in_([a, b]))).all())
+    engine.dispose()
+    assert after[a] == after[b] == clients[a]
+    code, out = run("link", "decide", "unlink", a, "--by", "steward-7", "--reason", "")
+    assert code == 2 and "needs a reason" in out
+    code, out = run("link", "decide", "merge", a, b, "--by", "s", "--reason", "r")
+    assert code == 2 and "unknown decision 'merge'" in out
