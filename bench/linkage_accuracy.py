@@ -8,7 +8,7 @@ trains the model (the truth is not consulted), scores candidate pairs, clusters 
 auto-link threshold and scores pairs and clusters against the generator's truth.csv.
 Targets (issue 5): pairwise precision >= 0.999 at auto-link, recall >= 0.98 with review.
 
-By default features are read straight from the feed files (tests/linkage/model_support.py:
+By default features are read straight from the feed files (bench/feed_features.py:
 each source record becomes a FHIR Patient and goes through `linkage.features.patient_features`)
 rather than from an ingested store: ingesting 100,000 people first takes several minutes and
 measures ingest, which bench/ingest.py does. On the committed sample both paths give
@@ -35,8 +35,8 @@ from unified_record.linkage.evaluate import evaluate, read_truth
 from unified_record.linkage.features import load_features
 from unified_record.synthetic import generate_dataset, load_profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "linkage"))
-from model_support import load_dataset, record_keys, store_feature_rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from feed_features import load_dataset, record_keys, store_feature_rows
 
 STAGES: dict[str, float] = {}
 
@@ -88,7 +88,7 @@ def main() -> None:
     else:
         with stage("features (from feed files)"):
             rows = load_dataset(con, data, "features")
-        source = "read from feed files via tests/linkage/model_support.py"
+        source = "read from feed files via bench/feed_features.py"
     options = linkage_model.TrainingOptions(
         u_max_pairs=args.u_max_pairs,
         em_blocking_rules=linkage_model.EM_BLOCKING_RULES if args.em else ())
