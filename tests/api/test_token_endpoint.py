@@ -245,3 +245,25 @@ def test_discovery_and_keys(api: TestClient) -> None:
     assert len(keys) == 1 and keys[0]["alg"] == "ES256" and keys[0]["kid"]
     assert "d" not in keys[0]
     assert ASSERTION_TYPE in str(api.get("/openapi.json").json()["paths"]["/oauth/token"])
+
+
+def test_client_with_a_jwks_url(api: TestClient, clients: OAuthClientRepository) -> None:
+    """The client publishes its keys; a new key is picked up when it first signs with it."""
+    from api_support import JWKSServer, public_jwks
+
+    first = es384_key("2026-a")
+    published = JWKSServer(public_jwks(first))
+    try:
+        client = clients.add(name="Trust EPR", organisation="RR8", role="acute-epr",
+                             scopes="system/*.rs", jwks_url=published.url)
+        ok = api.post("/oauth/token", data=token_form(assertion(first, client.client_id)))
+        assert ok.status_code == 200, ok.text
+        assert published.fetches == 1
+        ok = api.post("/oauth/token", data=token_form(assertion(first, client.client_id)))
+        assert ok.status_code == 200 and published.fetches == 1, "cached"
+        _refused(api, token_form(assertion(es384_key("2026-b"), client.client_id)))
+    finally:
+        published.close()
+    gone = clients.add(name="Gone", organisation="RR9", role=None, scopes="system/*.rs",
+                       jwks_url="http://127.0.0.1:9/jwks")
+    assert "cannot be read" in _refused(api, token_form(assertion(first, gone.client_id)))
