@@ -7,6 +7,7 @@ from unified_record.linkage.features import (
     load_features,
     patient_features,
 )
+from unified_record.linkage.golden import assemble_golden, golden_patient
 from unified_record.linkage.index import (
     IndexChanges,
     LinkageReport,
@@ -22,23 +23,35 @@ from unified_record.linkage.model import (
     save_model,
     train,
 )
+from unified_record.linkage.review import (
+    DecisionError,
+    decide,
+    list_decisions,
+    review_queue,
+)
 
 __all__ = [
     "DEFAULT_AUTO_LINK_THRESHOLD",
     "DEFAULT_REVIEW_THRESHOLD",
     "FEATURE_COLUMNS",
+    "DecisionError",
     "Evaluation",
     "IndexChanges",
     "LinkageModel",
     "LinkageReport",
     "TrainingOptions",
+    "assemble_golden",
     "assign_clients",
+    "decide",
     "evaluate",
+    "golden_patient",
     "iter_patient_features",
+    "list_decisions",
     "load_features",
     "load_model",
     "patient_features",
     "read_truth",
+    "review_queue",
     "run_full_linkage",
     "save_model",
     "train",
