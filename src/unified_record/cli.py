@@ -21,6 +21,7 @@ from rich.text import Text
 
 from unified_record import __version__
 from unified_record.cli_api import register as register_api_commands
+from unified_record.cli_governance import register as register_governance_commands
 from unified_record.config import ConfigError, Settings, load_settings
 from unified_record.ingest.mapping import MAPPINGS_DIR, MappingFileError
 from unified_record.ingest.pipeline import IngestStats, Pipeline, default_workers
@@ -42,6 +43,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 register_api_commands(app)
+register_governance_commands(app)
 
 
 def fail(message: str) -> None:
