@@ -318,14 +318,21 @@ def link(
         None, "--model", help="Saved model (default UR_DATA_DIR/linkage-model.json); "
         "trained and saved there if missing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary."),
+    backend: str = typer.Option("duckdb", "--backend", help="Where pairs are scored: duckdb "
+                                "(in process) or spark (Splink's Spark backend)."),
+    spark_master: str | None = typer.Option(None, "--spark-master", help="Spark master URL "
+                                            "for --backend spark (default local mode)."),
 ) -> None:
     """Run a full linkage: score every stored Patient, cluster, update the client index."""
     if ctx.invoked_subcommand is not None:
         return
-    _run_linkage(_settings(), model, quiet)
+    if backend not in ("duckdb", "spark"):
+        fail(f"unknown backend {backend!r}; use duckdb or spark")
+    _run_linkage(_settings(), model, quiet, backend=backend, spark_master=spark_master)
 
 
-def _run_linkage(settings: Settings, model: Path | None, quiet: bool) -> None:
+def _run_linkage(settings: Settings, model: Path | None, quiet: bool, *,
+                 backend: str = "duckdb", spark_master: str | None = None) -> None:
     """Full linkage with a progress display, then a summary table (unless quiet)."""
     from rich.progress import SpinnerColumn
 
@@ -352,7 +359,8 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool) -> None:
                     model_path=model or settings.data_dir / MODEL_FILE_NAME,
                     progress=lambda stage: progress.update(task, description=stage),
                     auto_link_threshold=settings.link_auto_threshold,
-                    review_threshold=settings.link_review_threshold)
+                    review_threshold=settings.link_review_threshold,
+                    backend=backend, spark_master=spark_master)
             except ModelError as exc:
                 fail(f"linkage model: {exc}")
                 raise

@@ -494,12 +494,19 @@ def run_full_linkage(
     progress: ProgressCallback | None = None,
     auto_link_threshold: float = DEFAULT_AUTO_LINK_THRESHOLD,
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+    backend: str = "duckdb",
+    spark_master: str | None = None,
 ) -> LinkageReport:
     """Score every stored source Patient, cluster, and switch the index in one transaction.
 
     `model_path`: the saved model to use; if the file does not exist, a model is trained on
     the current records and saved there (default: `UR_DATA_DIR/linkage-model.json`).
+    `backend`: where the pairs are scored, "duckdb" (in process) or "spark" (Splink's Spark
+    backend with the same saved model; `spark_master` e.g. "spark://host:7077", default
+    local mode). Training, clustering and the index update are the same either way.
     """
+    if backend not in ("duckdb", "spark"):
+        raise ValueError(f"unknown linkage backend {backend!r}; use duckdb or spark")
     if not 0.0 <= review_threshold <= auto_link_threshold <= 1.0:
         raise ValueError("need 0 <= review threshold <= auto-link threshold <= 1")
     say = progress or (lambda _stage: None)
@@ -544,7 +551,14 @@ def run_full_linkage(
             trained = True
 
         pairs: list[tuple[str, str, float, float]] = []
-        if len(active) >= 2:
+        if len(active) >= 2 and backend == "spark":
+            from unified_record.linkage.spark import DEFAULT_MASTER, score_pairs_spark
+
+            say("scoring pairs on Spark")
+            pairs = score_pairs_spark(con.sql("select * from scored").to_arrow_table(), model,
+                                      min_probability=review_threshold,
+                                      master=spark_master or DEFAULT_MASTER)
+        elif len(active) >= 2:
             say("scoring pairs")
             linker = linker_for(con, "scored", model)
             predictions = predict(linker, review_threshold)
