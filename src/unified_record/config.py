@@ -56,6 +56,19 @@ class Settings(BaseSettings):
     oidc_audience: str = ""
     oidc_organisation_claim: str = "organisation"
     oidc_role_claim: str = "role"
+    # Information governance (docs/governance.md). The consent policy folder (consent/*.yaml);
+    # empty means the repository's consent/ folder, which an installed wheel does not carry.
+    consent_dir: Path | None = None
+    # How long a break-glass grant lasts.
+    break_glass_minutes: int = Field(default=60, ge=1, le=720)
+    # The audit log's Ed25519 checkpoint signing key (PEM). Empty in development means: use
+    # the local key file, made on first use; production refuses to sign without it.
+    audit_signing_key: str = Field(default="", repr=False)
+    # Public keys (base64, raw 32 bytes, comma-separated) of earlier signing keys, so
+    # checkpoints they signed still verify after the key changes.
+    audit_verify_keys: str = ""
+    # A signed checkpoint after every this many audit entries.
+    audit_checkpoint_every: int = Field(default=100, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
@@ -100,6 +113,14 @@ class Settings(BaseSettings):
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file or self.data_dir / "keys.json"
+
+    @property
+    def resolved_consent_dir(self) -> Path:
+        return self.consent_dir or Path(__file__).resolve().parents[2] / "consent"
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        return self.data_dir / "audit-signing-key.pem"
 
 
 def load_settings() -> Settings:

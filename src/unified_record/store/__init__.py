@@ -6,6 +6,13 @@ is encrypted by the `Cipher` given, and searchable values are keyed hashes.
 
 from unified_record.store.crypto import BlindIndexer, Cipher, body_aad, raw_aad
 from unified_record.store.db import make_engine, make_session_factory, migrate
+from unified_record.store.governance_models import (
+    AuditCheckpointRow,
+    AuditEntryRow,
+    BreakGlassGrantRow,
+    BreakGlassReviewRow,
+    OptOutRow,
+)
 from unified_record.store.messages import MessageRepository
 from unified_record.store.models import (
     MESSAGE_STATUSES,
@@ -28,14 +35,19 @@ from unified_record.store.unit_of_work import UnitOfWork
 
 __all__ = [
     "MESSAGE_STATUSES",
+    "AuditCheckpointRow",
+    "AuditEntryRow",
     "Base",
     "BlindIndexer",
+    "BreakGlassGrantRow",
+    "BreakGlassReviewRow",
     "Cipher",
     "InboundMessage",
     "MessageRepository",
     "OAuthClient",
     "OAuthClientRepository",
     "OAuthClientRow",
+    "OptOutRow",
     "Provenance",
     "ResourceRepository",
     "ResourceRow",

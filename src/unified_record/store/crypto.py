@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["BlindIndexer", "Cipher", "body_aad", "decision_aad", "raw_aad"]
+__all__ = [
+    "BlindIndexer",
+    "Cipher",
+    "body_aad",
+    "break_glass_aad",
+    "decision_aad",
+    "raw_aad",
+    "review_aad",
+]
 
 
 class Cipher(Protocol):
@@ -45,3 +53,13 @@ def raw_aad(message_id: str) -> bytes:
 def decision_aad(decision_id: str) -> bytes:
     """Context for a steward decision's reason: it only opens under its own decision id."""
     return f"link_decision/{decision_id}".encode()
+
+
+def break_glass_aad(grant_id: str) -> bytes:
+    """Context for a break-glass reason: it only opens under its own grant id."""
+    return f"break_glass_grant/{grant_id}".encode()
+
+
+def review_aad(grant_id: str) -> bytes:
+    """Context for a break-glass review note: it only opens under its own grant id."""
+    return f"break_glass_review/{grant_id}".encode()

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from unified_record.store.crypto import Cipher, body_aad, decision_aad, raw_aad
+from unified_record.store.crypto import (
+    Cipher,
+    body_aad,
+    break_glass_aad,
+    decision_aad,
+    raw_aad,
+    review_aad,
+)
 from unified_record.store.models import Base
 
 __all__ = ["rotate_keys"]
@@ -49,6 +56,10 @@ _TARGETS = (
     ),
     _Target("inbound_message", ("id",), "raw", ("key_id",), lambda r: raw_aad(r["id"])),
     _Target("link_decision", ("id",), "reason", ("key_id",), lambda r: decision_aad(r["id"])),
+    _Target("break_glass_grant", ("id",), "reason", ("key_id",),
+            lambda r: break_glass_aad(r["id"])),
+    _Target("break_glass_review", ("grant_id",), "note", ("key_id",),
+            lambda r: review_aad(r["grant_id"])),
 )
 
 

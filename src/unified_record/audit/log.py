@@ -1,0 +1,218 @@
+"""The audit log: append-only, hash-chained AuditEvents with signed checkpoints.
+
+Each entry stores the AuditEvent as canonical JSON (keys sorted, no insignificant space,
+UTF-8: the RFC 8785 form for the strings and integers events hold) and
+
+    entry_hash = SHA-256( prev_hash + canonical_json )       (prev_hash as 64 hex digits)
+
+where prev_hash is the previous entry's hash (64 zeros for the first). Every
+`checkpoint_every` entries, and on demand, the head (seq, entry_hash) is signed with Ed25519,
+so a chain rewritten with fresh hashes still fails verification (`audit.verify`).
+
+Appends never fork the chain: the appending transaction starts by updating the single
+`audit_chain_head` row (``UPDATE ... RETURNING``), which takes its row lock on PostgreSQL
+and the database write lock on SQLite, so the next append waits and then sees this one.
+`AuditLog` is the only writer and exposes appends and reads only; the migration's triggers
+refuse UPDATE and DELETE of entries and checkpoints for everyone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from unified_record.audit.events import derive_columns
+from unified_record.audit.signing import AuditSigner
+from unified_record.security._base64 import encode_b64
+from unified_record.store.governance_models import (
+    AuditChainHeadRow,
+    AuditCheckpointRow,
+    AuditEntryRow,
+)
+
+__all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "AuditWriteError",
+    "canonical_json",
+    "chain_hash",
+    "checkpoint_message",
+]
+
+_SQLITE_RETRIES = 10
+
+
+class AuditWriteError(RuntimeError):
+    """The audit log could not be written: the request must fail closed (return nothing)."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One entry as read back."""
+
+    seq: int
+    event_id: str
+    recorded: datetime
+    client_id: str | None
+    decision: str
+    break_glass: bool
+    event: dict[str, Any]
+    entry_hash: str
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+
+
+def checkpoint_message(seq: int, entry_hash: str, signed_at: datetime, key_id: str) -> bytes:
+    """The bytes a checkpoint signature covers."""
+    return canonical_json({"log": "unified-record audit", "seq": seq, "entry_hash": entry_hash,
+                           "signed_at": signed_at.isoformat(), "key_id": key_id})
+
+
+class AuditLog:
+    """``AuditLog(engine, signer).append(event)``: append-only access to the audit log."""
+
+    def __init__(self, engine: Engine, signer: AuditSigner, checkpoint_every: int = 100) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self._engine = engine
+        self._signer = signer
+        self._every = checkpoint_every
+
+    def append(self, event: dict[str, Any], session: Session | None = None) -> AuditRecord:
+        """Append one AuditEvent (see `audit.events.audit_event`); raise AuditWriteError if
+        it cannot be written.
+
+        Without `session` the entry commits at once in its own short transaction (reads and
+        denials are audited whether or not the request goes on). With `session` it joins that
+        transaction, so a change and its audit entry commit or roll back together; the chain
+        head stays locked until that transaction ends, so keep it short.
+        """
+        canonical = canonical_json(event)
+        if session is not None:
+            try:
+                return self._append(session.connection(), event, canonical)
+            except SQLAlchemyError as exc:
+                raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+        for attempt in range(_SQLITE_RETRIES):
+            try:
+                with self._engine.begin() as conn:
+                    return self._append(conn, event, canonical)
+            except OperationalError as exc:  # SQLite: the write lock stayed busy too long
+                if self._engine.dialect.name != "sqlite" or attempt == _SQLITE_RETRIES - 1:
+                    raise AuditWriteError(
+                        f"audit log not written ({type(exc).__name__})") from exc
+                time.sleep(0.05 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
+
+    def checkpoint(self) -> int:
+        """Sign the current head now (if not yet signed); return its seq (0: empty log)."""
+        with self._engine.begin() as conn:
+            seq, entry_hash = _lock_head(conn, advance=False)
+            if seq == 0:
+                return 0
+            exists = conn.execute(sa.select(AuditCheckpointRow.seq)
+                                  .where(AuditCheckpointRow.seq == seq)).first()
+            if exists is None:
+                self._sign(conn, seq, entry_hash)
+            return seq
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(AuditChainHeadRow.seq, AuditChainHeadRow.entry_hash)
+                               .where(AuditChainHeadRow.id == 1)).one()
+            return int(row.seq), str(row.entry_hash)
+
+    def entries(
+        self,
+        *,
+        client_id: str | None = None,
+        decision: str | None = None,
+        break_glass: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Entries in chain order, optionally filtered (client, decision, break-glass, time)."""
+        stmt = sa.select(AuditEntryRow).order_by(AuditEntryRow.seq)
+        if client_id is not None:
+            stmt = stmt.where(AuditEntryRow.client_id == client_id)
+        if decision is not None:
+            stmt = stmt.where(AuditEntryRow.decision == decision)
+        if break_glass is not None:
+            stmt = stmt.where(AuditEntryRow.break_glass == break_glass)
+        if since is not None:
+            stmt = stmt.where(AuditEntryRow.recorded >= since)
+        if until is not None:
+            stmt = stmt.where(AuditEntryRow.recorded < until)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with Session(self._engine) as session:
+            return [_record(row) for row in session.scalars(stmt)]
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.entries())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _append(self, conn: Connection, event: dict[str, Any], canonical: bytes) -> AuditRecord:
+        client_id, recorded, decision, break_glass = derive_columns(event)
+        seq, prev_hash = _lock_head(conn, advance=True)
+        entry_hash = chain_hash(prev_hash, canonical)
+        recorded_at = datetime.fromisoformat(recorded)
+        conn.execute(sa.insert(AuditEntryRow).values(
+            seq=seq, event_id=str(event["id"]), recorded=recorded_at, client_id=client_id,
+            decision=decision, break_glass=break_glass, event=canonical.decode("utf-8"),
+            prev_hash=prev_hash, entry_hash=entry_hash))
+        conn.execute(sa.update(AuditChainHeadRow).where(AuditChainHeadRow.id == 1)
+                     .values(entry_hash=entry_hash))
+        if seq % self._every == 0:
+            self._sign(conn, seq, entry_hash)
+        return AuditRecord(seq, str(event["id"]), recorded_at, client_id, decision, break_glass,
+                           event, entry_hash)
+
+    def _sign(self, conn: Connection, seq: int, entry_hash: str) -> None:
+        signed_at = datetime.now(UTC)
+        key_id = self._signer.key_id
+        signature = self._signer.sign(checkpoint_message(seq, entry_hash, signed_at, key_id))
+        conn.execute(sa.insert(AuditCheckpointRow).values(
+            seq=seq, entry_hash=entry_hash, signed_at=signed_at, key_id=key_id,
+            signature=encode_b64(signature)))
+
+
+def _lock_head(conn: Connection, *, advance: bool) -> tuple[int, str]:
+    """Lock the chain head (first statement of the transaction: a write, so SQLite takes its
+    write lock here, waiting for any other appender) and return (seq, previous hash); with
+    `advance` the returned seq is the new entry's."""
+    stmt = (sa.update(AuditChainHeadRow).where(AuditChainHeadRow.id == 1)
+            .values(seq=AuditChainHeadRow.seq + (1 if advance else 0))
+            .returning(AuditChainHeadRow.seq, AuditChainHeadRow.entry_hash))
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise AuditWriteError("the audit chain head is missing (run the migrations)")
+    return int(row.seq), str(row.entry_hash)
+
+
+def _record(row: AuditEntryRow) -> AuditRecord:
+    return AuditRecord(row.seq, row.event_id, row.recorded, row.client_id, row.decision,
+                       row.break_glass, json.loads(row.event), row.entry_hash)

@@ -1,0 +1,453 @@
+"""The enforcement point: every read, search and governance action passes here, is decided
+by the consent engine and is written to the audit log. No web framework: the API calls it.
+
+Build one at start-up (an invalid policy raises `PolicyError` and the service must not
+start)::
+
+    point = EnforcementPoint.from_settings(settings, engine, keyring)
+
+Per request, describe the caller and then ask::
+
+    ctx = AccessContext(caller, purpose=caller.purpose_of_use or request_purpose,
+                        source_address=request.client.host)
+
+    # read / vread: None for withheld AND for missing: answer both 404, identically
+    result = point.authorize_read(uow.session, uow.resources, ctx, "Condition", "abc")
+    result = point.authorize_read(uow.session, uow.resources, ctx, "Condition", "abc", 2)
+
+    # search, _include/_revinclude, history, $everything, exports: gather EVERY match
+    # first, filter, then page and count what is left (never the raw matches)
+    shown = point.filter_resources(uow.session, uow.resources, ctx, bodies,
+                                   interaction="search-type", parameters=["family"])
+    page = shown.permitted[offset:offset + count]; total = len(shown.permitted)
+    if shown.withheld: add the OperationOutcome warning that some data was withheld
+
+    # resources the API assembles itself (the golden Patient, AuditEvents)
+    result = point.authorize_resource(uow.session, uow.resources, ctx, golden, "read")
+
+    # governance writes: decided, written and audited in the session; the caller commits.
+    # Start them in a fresh transaction (on SQLite a transaction that has read and then
+    # writes after another connection committed, an audit append say, fails "locked").
+    point.record_consent(uow.session, uow.resources, ctx, consent_body)   # POST /Consent
+    point.request_break_glass(uow.session, ctx, client_id, reason)
+    uow.commit()
+
+`AccessRefused` (the role may not use the purpose, or may not do this governance action) is
+audited before it is raised: answer 403. `ConsentError` is a malformed or unsupported
+Consent: answer 422. `AuditWriteError` means the audit log could not be written: fail
+closed, return no data (500). Reasons (`Decision.reasons`) are for governance officers and
+the audit log, never for the caller whose request was denied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from unified_record.audit.events import Agent, Entity, audit_event, break_glass_entity
+from unified_record.audit.log import AuditLog
+from unified_record.audit.signing import load_audit_signer
+from unified_record.config import Settings
+from unified_record.consent.breakglass import (
+    BreakGlassGrant,
+    active_grants,
+    close_review,
+    grant_break_glass,
+)
+from unified_record.consent.engine import (
+    Candidate,
+    ClientState,
+    Decision,
+    Filtered,
+    ResourceFacts,
+    check_purpose,
+    decide,
+    filter_permitted,
+)
+from unified_record.consent.optout import clear_opt_out, is_opted_out, set_opt_out
+from unified_record.consent.policy import BREAK_GLASS, Policy, load_policy
+from unified_record.consent.records import (
+    ConsentDirective,
+    ConsentError,
+    Provision,
+    list_consents,
+    parse_consent,
+    store_consent,
+    withdraw_consent,
+)
+from unified_record.security.caller import Caller
+from unified_record.store.crypto import Cipher
+from unified_record.store.models import ClientMemberRow, ClientRow, ResourceRow
+from unified_record.store.resources import ResourceRepository
+
+__all__ = [
+    "AccessContext",
+    "AccessRefused",
+    "EnforcementPoint",
+    "ReadResult",
+    "merged_client_ids",
+]
+
+logger = logging.getLogger(__name__)
+
+_SUBJECT_FIELDS = ("subject", "patient", "beneficiary")
+
+
+class AccessRefused(PermissionError):
+    """The whole request is refused (audited already): answer 403."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("access refused")
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """Who asks, why, and from where; one per request."""
+
+    caller: Caller
+    purpose: str | None
+    source_address: str | None = None
+
+    @property
+    def agent(self) -> Agent:
+        return Agent(user=self.caller.sub, user_system=self.caller.issuer,
+                     organisation=self.caller.organisation, role=self.caller.role,
+                     oauth_client_id=self.caller.client_id)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """`resource` is the (redacted) body, or None when withheld or missing: the API must
+    answer those two identically. `decision` is None when the resource does not exist."""
+
+    resource: dict[str, Any] | None
+    decision: Decision | None
+
+
+Actor = AccessContext | str  # a caller through the API, or an operator's name (CLI)
+
+
+class EnforcementPoint:
+    """The consent engine and the audit log around the store (see the module docstring)."""
+
+    def __init__(self, policy: Policy, audit: AuditLog, cipher: Cipher, *,
+                 break_glass_minutes: int = 60,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.policy = policy
+        self.audit = audit
+        self._cipher = cipher
+        self._minutes = break_glass_minutes
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine, cipher: Cipher
+                      ) -> EnforcementPoint:
+        """Load the policy and the audit signing key; PolicyError / ConfigError stop start-up."""
+        policy = load_policy(settings.resolved_consent_dir)
+        audit = AuditLog(engine, load_audit_signer(settings), settings.audit_checkpoint_every)
+        return cls(policy, audit, cipher, break_glass_minutes=settings.break_glass_minutes)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def check_purpose(self, ctx: AccessContext, interaction: str) -> Decision:
+        """Refuse (audited, AccessRefused) a request whose purpose the role may not use."""
+        decision = check_purpose(ctx.caller, ctx.purpose, self.policy)
+        if not decision.permit:
+            self._append(ctx, interaction, "deny", None, [], "purpose of use refused",
+                         reasons=decision.reasons)
+            raise AccessRefused(decision)
+        return decision
+
+    def authorize_read(self, session: Session, repository: ResourceRepository,
+                       ctx: AccessContext, resource_type: str, resource_id: str,
+                       version_id: int | None = None) -> ReadResult:
+        """read (or vread with `version_id`): the resource if permitted, else None."""
+        interaction = "read" if version_id is None else "vread"
+        self.check_purpose(ctx, interaction)
+        body = (repository.get(resource_type, resource_id) if version_id is None
+                else repository.vread(resource_type, resource_id, version_id))
+        if body is None:
+            reference = f"{resource_type}/{resource_id}"
+            if version_id is not None:
+                reference += f"/_history/{version_id}"
+            self._append(ctx, interaction, "none", None,
+                         [Entity(reference, outcome="not-found")], None)
+            return ReadResult(None, None)
+        return self.authorize_resource(session, repository, ctx, body, interaction)
+
+    def authorize_resource(self, session: Session, repository: ResourceRepository,
+                           ctx: AccessContext, body: Mapping[str, Any],
+                           interaction: str = "read") -> ReadResult:
+        """Decide one resource the API already holds (e.g. the golden Patient)."""
+        shown = self.filter_resources(session, repository, ctx, [body], interaction=interaction)
+        decision = shown.decisions[0][1]
+        return ReadResult(shown.permitted[0] if shown.permitted else None, decision)
+
+    def filter_resources(self, session: Session, repository: ResourceRepository,
+                         ctx: AccessContext, bodies: Sequence[Mapping[str, Any]], *,
+                         interaction: str = "search-type",
+                         parameters: Iterable[str] = ()) -> Filtered:
+        """Decide each resource; keep the permitted ones (redacted) in order, and audit one
+        entry per client concerned. Filter before paging and counting."""
+        self.check_purpose(ctx, interaction)
+        now = self._clock()
+        candidates = self.candidates(session, bodies)
+        states: dict[str | None, ClientState] = {}
+
+        def state_of(client_id: str | None) -> ClientState:
+            if client_id not in states:
+                states[client_id] = self.client_state(session, repository, client_id, now)
+            return states[client_id]
+
+        shown = filter_permitted(ctx.caller, ctx.purpose, candidates, self.policy, state_of,
+                                 now)
+        self._audit_filtered(ctx, interaction, shown, list(parameters))
+        return shown
+
+    # -- what the engine needs from the store ------------------------------------------------
+
+    def candidates(self, session: Session, bodies: Sequence[Mapping[str, Any]]
+                   ) -> list[Candidate]:
+        """Facts (provenance, categories) and client of each body, in few queries."""
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for body in bodies:
+            by_type[str(body.get("resourceType"))].add(str(body.get("id")))
+        rows: dict[tuple[str, str], tuple[str | None, str]] = {}
+        for resource_type, ids in by_type.items():
+            stmt = sa.select(ResourceRow.id, ResourceRow.source_org,
+                             ResourceRow.security_labels).where(
+                ResourceRow.resource_type == resource_type, ResourceRow.id.in_(sorted(ids)))
+            for rid, source_org, labels in session.execute(stmt):
+                rows[resource_type, rid] = (source_org, labels)
+        patients = {_patient_id(body) for body in bodies} - {None}
+        clients = self.clients_of(session, {p for p in patients if p is not None})
+        found = []
+        for body in bodies:
+            rtype, rid = str(body.get("resourceType")), str(body.get("id"))
+            source_org, stored = rows.get((rtype, rid), (None, ""))
+            categories = (self.policy.categories_of((body.get("meta") or {}).get("security")
+                                                    or [])
+                          | (frozenset(stored.split()) & self.policy.categories.keys()))
+            patient = _patient_id(body)
+            found.append(Candidate(clients.get(patient) if patient else None,
+                                   ResourceFacts(rtype, rid, source_org, categories), body))
+        return found
+
+    def clients_of(self, session: Session, patient_ids: Iterable[str]) -> dict[str, str]:
+        """Source Patient id or client id -> the active client id it belongs to."""
+        ids = sorted(set(patient_ids))
+        found: dict[str, str] = {}
+        if not ids:
+            return found
+        for uid, client_id in session.execute(
+                sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
+                .where(ClientMemberRow.unique_id.in_(ids))):
+            found[uid] = client_id
+        for client in session.scalars(sa.select(ClientRow).where(ClientRow.id.in_(ids))):
+            found.setdefault(client.id, client.id)
+        return {uid: _successor(session, cid) for uid, cid in found.items()}
+
+    def client_state(self, session: Session, repository: ResourceRepository,
+                     client_id: str | None, now: datetime) -> ClientState:
+        """Consents, opt-out and break-glass grants of a client and every id merged into it."""
+        if client_id is None:
+            return ClientState()
+        ids = merged_client_ids(session, client_id)
+        directives = []
+        for consent in list_consents(repository, ids):
+            try:
+                directives.append(parse_consent(consent, self.policy))
+            except ConsentError:
+                # A stored Consent the current policy cannot read: assume the person objects.
+                logger.warning("Consent %s cannot be applied under the current policy; "
+                               "treated as an objection to all sharing", consent.get("id"))
+                directives.append(ConsentDirective(str(consent.get("id")), client_id, "active",
+                                                   (Provision(effect="deny"),)))
+        grants = tuple(replace(g, client_id=client_id)
+                       for g in active_grants(session, ids, now))
+        return ClientState(tuple(directives), is_opted_out(session, ids), grants)
+
+    # -- governance actions ------------------------------------------------------------------
+
+    def request_break_glass(self, session: Session, ctx: AccessContext, client_id: str,
+                            reason: str) -> BreakGlassGrant:
+        """Grant BTG access to one client for UR_BREAK_GLASS_MINUTES (flagged, queued for
+        review); AccessRefused if the role may not break the glass. The caller commits."""
+        now = self._clock()
+        request = replace(ctx, purpose=BREAK_GLASS)
+        decision = check_purpose(ctx.caller, BREAK_GLASS, self.policy)
+        if not decision.permit:
+            self._append(request, "break-glass-refused", "deny", client_id, [],
+                         "break-glass refused", reasons=decision.reasons, break_glass=True)
+            raise AccessRefused(decision)
+        if session.get(ClientRow, client_id) is None:
+            raise ConsentError(f"no client {client_id}")
+        grant = grant_break_glass(session, self._cipher, ctx.caller, client_id, reason,
+                                  minutes=self._minutes, now=now)
+        self._append(request, "break-glass-granted", "permit", client_id,
+                     [break_glass_entity(grant.id, "granted")],
+                     f"break-glass until {grant.expires_at.isoformat(timespec='seconds')}",
+                     break_glass=True, session=session)
+        return grant
+
+    def close_break_glass(self, session: Session, by: Actor, grant_id: str, outcome: str,
+                          note: str = "") -> BreakGlassGrant:
+        """Close a grant's review with an outcome (audited). The caller commits."""
+        self._governance_allowed(by, "break-glass-reviewed", None)
+        grant = close_review(session, self._cipher, grant_id, outcome=outcome,
+                             reviewed_by=_name(by), note=note, now=self._clock())
+        self._append(by, "break-glass-reviewed", "none", grant.client_id,
+                     [break_glass_entity(grant.id, outcome)], f"review closed: {outcome}",
+                     break_glass=True, session=session)
+        return grant
+
+    def record_consent(self, session: Session, repository: ResourceRepository, by: Actor,
+                       consent: dict[str, Any]) -> dict[str, Any]:
+        """Check and store a Consent (ConsentError: 422), audited. The caller commits."""
+        directive = parse_consent(consent, self.policy)
+        self._governance_allowed(by, "consent-recorded", directive.client_id)
+        if session.get(ClientRow, directive.client_id) is None:
+            raise ConsentError(f"patient: no client {directive.client_id}")
+        organisation = by.caller.organisation if isinstance(by, AccessContext) else None
+        stored = store_consent(repository, consent, self.policy, organisation)
+        self._append(by, "consent-recorded", "none", directive.client_id,
+                     [Entity(_versioned(stored), outcome="recorded")], None, session=session)
+        return stored
+
+    def withdraw_consent(self, session: Session, repository: ResourceRepository, by: Actor,
+                         consent_id: str) -> dict[str, Any]:
+        current = repository.get("Consent", consent_id)
+        if current is None:
+            raise ConsentError(f"no Consent {consent_id}")
+        client_id = parse_consent(current, self.policy).client_id
+        self._governance_allowed(by, "consent-withdrawn", client_id)
+        stored = withdraw_consent(repository, self.policy, consent_id)
+        self._append(by, "consent-withdrawn", "none", client_id,
+                     [Entity(_versioned(stored), outcome="withdrawn")], None, session=session)
+        return stored
+
+    def set_opt_out(self, session: Session, by: Actor, client_id: str, opted_out: bool
+                    ) -> bool:
+        """Set or clear a client's National Data Opt-out (audited); False if unchanged."""
+        subtype = "opt-out-set" if opted_out else "opt-out-cleared"
+        self._governance_allowed(by, subtype, client_id)
+        if session.get(ClientRow, client_id) is None:
+            raise ConsentError(f"no client {client_id}")
+        changed = (set_opt_out(session, client_id, recorded_by=_name(by), now=self._clock())
+                   if opted_out else clear_opt_out(session, client_id))
+        if changed:
+            self._append(by, subtype, "none", client_id, [], None, session=session)
+        return changed
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _governance_allowed(self, by: Actor, action: str, client_id: str | None) -> None:
+        """A governance write through the API needs a role the policy lets read Consent
+        records for its purpose (operators at the command line are trusted)."""
+        if isinstance(by, str):
+            return
+        decision = decide(by.caller, by.purpose, client_id,
+                          ResourceFacts("Consent", "-"), self.policy, now=self._clock())
+        if not decision.permit:
+            self._append(by, action, "deny", client_id, [], "governance action refused",
+                         reasons=decision.reasons)
+            raise AccessRefused(decision)
+
+    def _audit_filtered(self, ctx: AccessContext, interaction: str, shown: Filtered,
+                        parameters: list[str]) -> None:
+        groups: dict[str | None, list[tuple[Candidate, Decision]]] = defaultdict(list)
+        for candidate, decision in shown.decisions:
+            groups[candidate.client_id].append((candidate, decision))
+        query = ([Entity(role="24", detail=(("parameters", ",".join(sorted(parameters))),))]
+                 if parameters else [])
+        if not groups:
+            self._append(ctx, interaction, "permit", None, query, "no matches")
+            return
+        for client_id, decided in groups.items():
+            entities = [Entity(_versioned(c.body),
+                               outcome="returned" if d.permit else "withheld",
+                               reason=None if d.permit else "; ".join(d.reasons),
+                               detail=(("obligations", ",".join(d.obligations)),)
+                               if d.permit and d.obligations else ())
+                        for c, d in decided]
+            returned = sum(d.permit for _, d in decided)
+            outcome: Literal["permit", "deny"] = "permit" if returned else "deny"
+            self._append(ctx, interaction, outcome, client_id, query + entities,
+                         f"{returned} returned, {len(decided) - returned} withheld")
+
+    def _append(self, by: Actor, subtype: str, decision: Literal["permit", "deny", "none"],
+                client_id: str | None, entities: Sequence[Entity], outcome_desc: str | None,
+                *, reasons: Sequence[str] = (), break_glass: bool | None = None,
+                session: Session | None = None) -> None:
+        ctx = by if isinstance(by, AccessContext) else None
+        agent = ctx.agent if ctx else Agent.operator(by if isinstance(by, str) else "?")
+        purpose = ctx.purpose if ctx else None
+        if reasons:
+            outcome_desc = "; ".join(filter(None, (outcome_desc, *reasons)))
+        event = audit_event(
+            subtype=subtype, agent=agent, recorded=self._clock(), decision=decision,
+            purpose=purpose if purpose in self.policy.purposes else None,
+            client_id=client_id, entities=entities,
+            source_address=ctx.source_address if ctx else None, outcome_desc=outcome_desc,
+            break_glass=purpose == BREAK_GLASS if break_glass is None else break_glass)
+        self.audit.append(event, session=session)
+
+
+def _patient_id(body: Mapping[str, Any]) -> str | None:
+    if body.get("resourceType") == "Patient":
+        return str(body.get("id"))
+    for name in _SUBJECT_FIELDS:
+        value = body.get(name)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            return reference.removeprefix("Patient/")
+    if body.get("resourceType") == "AuditEvent":
+        for entity in body.get("entity") or []:
+            if (entity.get("role") or {}).get("code") == "1":
+                return str((entity.get("what") or {}).get("reference", "")).partition("/")[2]
+    return None
+
+
+def _successor(session: Session, client_id: str) -> str:
+    """Follow replaced-by from a retired client to the one that absorbed it."""
+    seen = {client_id}
+    client = session.get(ClientRow, client_id)
+    while client is not None and client.status == "retired" and client.replaced_by:
+        if client.replaced_by in seen:
+            break
+        seen.add(client.replaced_by)
+        client_id = client.replaced_by
+        client = session.get(ClientRow, client_id)
+    return client_id
+
+
+def merged_client_ids(session: Session, client_id: str) -> set[str]:
+    """The client and every retired client merged into it (directly or through others):
+    an objection or opt-out recorded under an old id still counts after a merge."""
+    ids = {client_id}
+    frontier = [client_id]
+    while frontier:
+        absorbed = set(session.scalars(sa.select(ClientRow.id).where(
+            ClientRow.replaced_by.in_(frontier)))) - ids
+        ids |= absorbed
+        frontier = sorted(absorbed)
+    return ids
+
+
+def _versioned(body: Mapping[str, Any]) -> str:
+    reference = f"{body.get('resourceType')}/{body.get('id')}"
+    version = (body.get("meta") or {}).get("versionId")
+    return f"{reference}/_history/{version}" if version else reference
+
+
+def _name(by: Actor) -> str:
+    return by if isinstance(by, str) else by.caller.sub

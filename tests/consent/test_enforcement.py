@@ -1,0 +1,177 @@
+"""The enforcement point over the store: decisions, redaction, audit entries, fail-closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from consent_support import C1, C2, Clock, caller
+from sqlalchemy.orm import Session
+
+from unified_record.audit import AuditSigner, AuditWriteError, verify_audit_log
+from unified_record.consent import AccessContext, AccessRefused, EnforcementPoint
+from unified_record.store import ResourceRepository
+
+DOC = AccessContext(caller("nhs_clinician"), "TREAT", "192.0.2.10")
+SW = AccessContext(caller("social_worker", org="E08000035"), "TREAT", "192.0.2.11")
+STEWARD = AccessContext(caller("data_steward"), "RECORDMGT")
+ANALYST = AccessContext(caller("analyst"), "HOPERAT")
+
+
+def _verify(point: EnforcementPoint, signer: AuditSigner) -> None:
+    point.audit.checkpoint()
+    report = verify_audit_log(point.audit._engine, {signer.key_id: signer.public_key})
+    assert report.ok, report.summary()
+
+
+def test_a_permitted_read_returns_the_resource_and_is_audited(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        signer: AuditSigner) -> None:
+    result = point.authorize_read(session, repo, DOC, "Condition", "cond-plain")
+    assert result.resource is not None and result.resource["id"] == "cond-plain"
+    assert result.decision is not None and result.decision.permit
+    [entry] = point.audit.entries()
+    assert (entry.client_id, entry.decision, entry.break_glass) == (C1, "permit", False)
+    event = entry.event
+    assert event["subtype"][0]["code"] == "read" and event["action"] == "R"
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    assert {"reference": "Condition/cond-plain/_history/1"} in [e.get("what")
+                                                              for e in event["entity"]]
+    agents = {a["type"]["coding"][0]["code"]: a for a in event["agent"]}
+    assert agents["IRCP"]["who"]["identifier"]["value"] == "user-1"
+    assert agents["organisation"]["who"]["identifier"]["value"] == "RZ1"
+    assert agents["110153"]["network"]["address"] == "192.0.2.10"
+    _verify(point, signer)
+
+
+def test_withheld_and_missing_look_the_same_to_the_caller(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    withheld = point.authorize_read(session, repo, SW, "Condition", "cond-mh")
+    missing = point.authorize_read(session, repo, SW, "Condition", "no-such-id")
+    assert withheld.resource is None and missing.resource is None
+    assert withheld.decision is not None and not withheld.decision.permit
+    denied, not_found = point.audit.entries()
+    assert denied.decision == "deny" and denied.client_id == C1
+    details = {d["type"]: d["valueString"] for e in denied.event["entity"]
+               for d in e.get("detail", [])}
+    assert details["outcome"] == "withheld" and "sensitive-health-social-care" in details[
+        "reason"]
+    assert not_found.decision == "none" and not_found.client_id is None
+
+
+def test_no_names_or_content_in_the_audit_log(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        engine: sa.Engine) -> None:
+    point.authorize_read(session, repo, DOC, "Patient", "p-acute")
+    point.filter_resources(session, repo, DOC, [repo.get("Condition", "cond-plain") or {}],
+                           parameters=["family", "birthdate"])
+    with engine.connect() as conn:
+        text = " ".join(conn.execute(sa.text("SELECT event FROM audit_entry")).scalars())
+    assert "Quixblatterwick" not in text and "free text" not in text
+    assert "birthdate,family" in text  # parameter names only
+
+
+def test_a_version_read_uses_labels_added_later(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    body = repo.get("Condition", "cond-plain")
+    assert body is not None
+    repo.put({**body, "meta": {}}, source_feed="feed", source_org="RZ1",
+             source_record_id="cond-plain", security_labels=("hiv",))
+    session.commit()
+    assert point.authorize_read(session, repo, SW, "Condition", "cond-plain", 1
+                                ).resource is None
+    assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain", 1
+                                ).resource is not None
+
+
+def test_a_purpose_the_role_may_not_use_is_refused_and_audited(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    ctx = AccessContext(caller("partner_system"), "HRESCH")
+    with pytest.raises(AccessRefused):
+        point.authorize_read(session, repo, ctx, "Condition", "cond-plain")
+    with pytest.raises(AccessRefused):
+        point.filter_resources(session, repo, AccessContext(caller("nhs_clinician"), None), [])
+    refused = point.audit.entries(decision="deny")
+    assert len(refused) == 2
+    assert "may not use purpose HRESCH" in refused[0].event["outcomeDesc"]
+
+
+def test_search_filters_before_counting_and_audits_each_client(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    bodies = [repo.get(t, i) or {} for t, i in (("Condition", "cond-plain"),
+                                               ("Condition", "cond-mh"),
+                                               ("Flag", "flag-sg"),
+                                               ("Condition", "cond-two"))]
+    shown = point.filter_resources(session, repo, SW, bodies, parameters=["code"])
+    assert [r["id"] for r in shown.permitted] == ["cond-plain", "flag-sg", "cond-two"]
+    assert shown.withheld == 1
+    restricted = shown.permitted[1]["meta"]["security"]
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            "code": "R", "display": "restricted"} in restricted
+    entries = {e.client_id: e for e in point.audit.entries()}
+    assert set(entries) == {C1, C2}
+    assert entries[C1].event["outcomeDesc"] == "2 returned, 1 withheld"
+
+
+def test_the_steward_sees_demographics_only(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    patient = point.authorize_read(session, repo, STEWARD, "Patient", "p-acute").resource
+    assert patient is not None
+    assert "extension" not in patient and patient["name"]
+    assert patient["meta"]["tag"][0]["code"] == "SUBSETTED"
+    assert point.authorize_read(session, repo, STEWARD, "Condition", "cond-plain"
+                                ).resource is None
+    golden = {"resourceType": "Patient", "id": C1, "name": [{"family": "X"}],
+              "meta": {"security": [{"system":
+                                     "https://unified-record.example/CodeSystem/sensitivity",
+                                     "code": "safeguarding"}]}}
+    shown = point.authorize_resource(session, repo, STEWARD, golden)
+    assert shown.resource is not None and shown.decision is not None
+    assert shown.decision.obligations == ["demographics-only"]
+    assert point.audit.entries()[-1].client_id == C1
+
+
+def test_opt_out_denies_planning_not_care(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    assert point.authorize_read(session, repo, ANALYST, "Condition", "cond-plain").resource
+    session.rollback()  # a write starts its own transaction (SQLite: no stale read snapshot)
+    assert point.set_opt_out(session, "officer-1", C1, True)
+    assert not point.set_opt_out(session, "officer-1", C1, True)
+    session.commit()
+    assert point.authorize_read(session, repo, ANALYST, "Condition", "cond-plain"
+                                ).resource is None
+    assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain").resource
+    assert point.authorize_read(session, repo, ANALYST, "Condition", "cond-two").resource
+    session.rollback()
+    assert point.set_opt_out(session, "officer-1", C1, False)
+    session.commit()
+    assert point.authorize_read(session, repo, ANALYST, "Condition", "cond-plain").resource
+    kinds = [e.event["subtype"][0]["code"] for e in point.audit.entries(client_id=C1)]
+    assert "opt-out-set" in kinds and "opt-out-cleared" in kinds
+
+
+def test_an_unwritable_audit_log_fails_closed(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_chain_head"))
+    with pytest.raises(AuditWriteError):
+        point.authorize_read(session, repo, DOC, "Condition", "cond-plain")
+    with pytest.raises(AuditWriteError):
+        point.filter_resources(session, repo, DOC, [repo.get("Condition", "cond-plain") or {}])
+
+
+def test_governance_writes_through_the_api_need_a_governance_role(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        clock: Clock) -> None:
+    from unified_record.consent.records import build_consent
+
+    body: dict[str, Any] = build_consent(point.policy, client_id=C1, effect="deny", now=clock())
+    with pytest.raises(AccessRefused):
+        point.record_consent(session, repo, SW, body)
+    officer = AccessContext(caller("governance_officer"), "HCOMPL")
+    stored = point.record_consent(session, repo, officer, body)
+    session.commit()
+    assert stored["meta"]["versionId"] == "1"
+    assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain").resource is None
