@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from consent_support import C1, C2, C_OLD, Clock, policy
+from consent_support import C1, C2, C_OLD, KEY_1, Clock, policy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from unified_record.store.models import ClientMemberRow, ClientRow
 
 @pytest.fixture
 def keyring() -> KeyRing:
-    return KeyRing({"k1": os.urandom(32)}, "k1")
+    return KeyRing({"k1": KEY_1}, "k1")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CLIENT = "C0123456789ab"
 C1, C2, C_OLD = "C000000000001", "C000000000002", "C0000000000aa"  # the `world` fixture
 ISSUER = "https://issuer.example"
+KEY_1 = bytes(range(32))  # the `keyring` fixture's data key
 _policy: Policy | None = None
 
 

@@ -121,7 +121,7 @@ def list_grants(session: Session, cipher: Cipher, *, open_only: bool = True,
     if client_id is not None:
         stmt = stmt.where(BreakGlassGrantRow.client_id == client_id)
     found = []
-    for grant, review in session.execute(stmt).tuples():
+    for grant, review in session.execute(stmt):
         reason = cipher.decrypt(grant.reason, break_glass_aad(grant.id)).decode("utf-8")
         if review is None:
             found.append(BreakGlassReview(_grant(grant), reason))

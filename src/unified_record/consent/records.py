@@ -63,6 +63,7 @@ LOINC = "http://loinc.org"
 _CLIENT_REF = re.compile(r"Patient/([A-Za-z0-9\-.]{1,32})")
 _ORG_CODE = re.compile(r"[A-Za-z0-9]{3,12}")
 _UNSUPPORTED = ("data", "dataPeriod", "code", "action")
+_STATUSES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")
 
 
 class ConsentError(ValueError):
@@ -196,6 +197,8 @@ def parse_consent(resource: dict[str, Any], policy: Policy) -> ConsentDirective:
         validate_resource(resource)
     except InvalidResource as exc:
         raise ConsentError(str(exc)) from None
+    if resource.get("status") not in _STATUSES:
+        raise ConsentError(f"status: expected one of {', '.join(_STATUSES)}")
     scopes = {(c.get("system"), c.get("code"))
               for c in (resource.get("scope") or {}).get("coding") or []}
     if (CS_SCOPE, "patient-privacy") not in scopes:
