@@ -127,8 +127,12 @@ def consent_add(
             source_orgs=from_org, categories=category, resource_types=resource_type,
             resource_classes=resource_class, start=_utc(start), end=_utc(end))
         stored = gov.point.record_consent(gov.session, gov.resources, by, consent)
+        unknown = sorted((set(to_org) | set(from_org)) - set(gov.point.policy.organisations))
     typer.echo(f"recorded Consent/{stored['id']} ({'deny' if deny else 'permit'}) for client "
                f"{client_id}")
+    for code in unknown:  # a typo here would silently protect nothing
+        typer.echo(f"note: organisation {code} is not in the policy's organisations; check "
+                   "the code", err=True)
 
 
 @consent_app.command("list")

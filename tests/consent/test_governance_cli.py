@@ -54,11 +54,14 @@ def test_an_officer_records_and_reviews(env: Path, database_url: str) -> None:
     _seed(database_url)
     code, out = run("consent", "add", CLIENT, "--deny", "--from-org", "RZ2",
                     "--category", "mental_health", "--by", "officer-1")
-    assert code == 0, out
+    assert code == 0 and "note:" not in out, out
     consent_id = re.search(r"Consent/(\S+)", out).group(1)  # type: ignore[union-attr]
     code, out = run("consent", "add", CLIENT, "--permit", "--purpose", "HRESCH",
                     "--start", "2026-01-01", "--by", "officer-1")
     assert code == 0, out
+    code, out = run("consent", "add", CLIENT, "--deny", "--to-org", "RZ9", "--end",
+                    "2020-01-01", "--by", "officer-1")
+    assert code == 0 and "note: organisation RZ9 is not in the policy's organisations" in out
     code, out = run("consent", "list", CLIENT)
     assert code == 0, out
     assert f"{consent_id}  1  active  deny" in out
@@ -88,21 +91,22 @@ def test_an_officer_records_and_reviews(env: Path, database_url: str) -> None:
     code, out = run("audit", "trail", CLIENT)
     assert code == 0, out
     events = [line.split("  ")[2] for line in out.splitlines()]
-    assert events == ["consent-recorded", "consent-recorded", "consent-withdrawn",
+    assert events == ["consent-recorded", "consent-recorded", "consent-recorded",
+                      "consent-withdrawn",
                       "opt-out-set", "opt-out-cleared", "break-glass-granted",
                       "break-glass-reviewed"]
     assert "BREAK-GLASS" in out.splitlines()[-1]
     rows = list(csv.DictReader(io.StringIO(run("audit", "trail", CLIENT, "--format", "csv")[1])))
-    assert rows[5]["event"] == "break-glass-granted" and rows[5]["role"] == "social_worker"
-    assert rows[5]["source_address"] == "192.0.2.9"
+    assert rows[6]["event"] == "break-glass-granted" and rows[6]["role"] == "social_worker"
+    assert rows[6]["source_address"] == "192.0.2.9"
     bundle = json.loads(run("audit", "trail", CLIENT, "--format", "bundle")[1])
-    assert bundle["type"] == "collection" and len(bundle["entry"]) == 7
+    assert bundle["type"] == "collection" and len(bundle["entry"]) == 8
 
     code, out = run("audit", "checkpoint")
-    assert (code, out.strip()) == (0, "signed checkpoint at entry 8")
+    assert (code, out.strip()) == (0, "signed checkpoint at entry 9")
     code, out = run("audit", "verify")
-    assert (code, out.strip()) == (0, "OK: 8 entries, 1 signed checkpoints verified "
-                                      "(last at entry 8)")
+    assert (code, out.strip()) == (0, "OK: 9 entries, 1 signed checkpoints verified "
+                                      "(last at entry 9)")
     assert run("audit", "denied")[1].strip() == "no denied accesses"
 
     engine = make_engine(database_url)
