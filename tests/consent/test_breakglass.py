@@ -10,7 +10,13 @@ import sqlalchemy as sa
 from consent_support import C1, C2, KEY_1, Clock, caller
 from sqlalchemy.orm import Session
 
-from unified_record.consent import AccessContext, AccessRefused, BreakGlassError, EnforcementPoint
+from unified_record.consent import (
+    AccessContext,
+    AccessRefused,
+    BreakGlassError,
+    ConsentError,
+    EnforcementPoint,
+)
 from unified_record.consent.breakglass import list_grants
 from unified_record.consent.records import build_consent
 from unified_record.security import Caller, KeyRing
@@ -92,9 +98,14 @@ def test_only_roles_that_may_break_the_glass_can_ask(
         point: EnforcementPoint, session: Session) -> None:
     with pytest.raises(AccessRefused):
         point.request_break_glass(session, _btg(caller("partner_system")), C1, REASON)
+    with pytest.raises(AccessRefused):  # an id that cannot be a client is not logged
+        point.request_break_glass(session, _btg(caller("analyst")), "P/" + "x" * 80, REASON)
     with pytest.raises(BreakGlassError, match="written reason"):
         point.request_break_glass(session, _btg(), C1, "   ")
+    with pytest.raises(ConsentError, match="no client"):
+        point.request_break_glass(session, _btg(), "Cnobody", REASON)
     refused = point.audit.entries(decision="deny")
+    assert refused[1].client_id is None
     assert refused[0].event["subtype"][0]["code"] == "break-glass-refused"
     assert refused[0].break_glass and refused[0].client_id == C1
 

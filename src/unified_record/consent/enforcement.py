@@ -42,6 +42,7 @@ the audit log, never for the caller whose request was denied.
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -99,6 +100,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SUBJECT_FIELDS = ("subject", "patient", "beneficiary")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9\-.]{1,32}")  # what a client id can be; others not logged
 
 
 class AccessRefused(PermissionError):
@@ -396,7 +398,8 @@ class EnforcementPoint:
         event = audit_event(
             subtype=subtype, agent=agent, recorded=self._clock(), decision=decision,
             purpose=purpose if purpose in self.policy.purposes else None,
-            client_id=client_id, entities=entities,
+            client_id=client_id if client_id and _CLIENT_ID.fullmatch(client_id) else None,
+            entities=entities,
             source_address=ctx.source_address if ctx else None, outcome_desc=outcome_desc,
             break_glass=purpose == BREAK_GLASS if break_glass is None else break_glass)
         self.audit.append(event, session=session)
