@@ -85,6 +85,9 @@ def with_probes(app: FastAPI) -> FastAPI:
     def probe_count(count: int) -> dict[str, int]:
         return {"count": count}
 
+    # Ahead of the FHIR routes, whose /fhir/{type}/{id} would take these paths.
+    probes = [r for r in app.router.routes if getattr(r, "path", "").startswith("/fhir/_probe")]
+    app.router.routes[:] = probes + [r for r in app.router.routes if r not in probes]
     return app
 
 

@@ -150,7 +150,8 @@ def test_metadata_is_a_valid_capability_statement(api: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("path", "status", "code"), [
-    ("/fhir/NoSuchThing/1", 404, "not-found"),
+    ("/fhir/NoSuchThing/1", 404, "not-supported"),
+    ("/fhir/_nothing/here/at/all", 404, "not-found"),
     ("/fhir/_probe/count?count=lots", 400, "invalid"),
     ("/fhir/_probe/boom", 500, "exception"),
 ])

@@ -14,9 +14,11 @@ from fastapi import FastAPI
 
 from unified_record import __version__
 from unified_record.api import fhir, oauth
-from unified_record.api.capability import capability_statement
+from unified_record.api.capability import capability_statement, resource_capabilities
 from unified_record.api.errors import install_error_handlers
 from unified_record.config import ConfigError, Settings, load_settings
+from unified_record.consent.enforcement import EnforcementPoint
+from unified_record.security import load_or_create_keys
 from unified_record.security.authorization_server import AuthorizationServer
 from unified_record.security.jwks import JWKSCache
 from unified_record.security.signing_key import load_or_create_signing_key
@@ -32,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     base = settings.resolved_public_url
     fhir_base, token_url = f"{base}/fhir", f"{base}/oauth/token"
     signing_key = load_or_create_signing_key(settings)
+    keyring, blind_index = load_or_create_keys(settings)
     engine = make_engine(settings.database_url)
+    enforcement = EnforcementPoint.from_settings(settings, engine, keyring)  # bad policy: stop
 
     issuers = [builtin_issuer(signing_key, base, fhir_base)]
     if settings.oidc_issuer:
@@ -55,6 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.sessions = make_session_factory(engine)
+    app.state.keyring = keyring
+    app.state.blind_index = blind_index
+    app.state.enforcement = enforcement
     app.state.signing_key = signing_key
     app.state.jwks_uri = f"{base}/oauth/jwks"
     app.state.authorization_server = AuthorizationServer(
@@ -67,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_client_secret=settings.allow_client_secret,
     )
     app.state.token_validator = TokenValidator(issuers)
-    app.state.capability_statement = capability_statement(fhir_base, token_url)
+    app.state.capability_statement = capability_statement(fhir_base, token_url,
+                                                          resource_capabilities())
     install_error_handlers(app)
     app.include_router(oauth.router)
     app.include_router(fhir.router)

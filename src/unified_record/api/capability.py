@@ -10,7 +10,7 @@ from unified_record import __version__
 from unified_record.api.responses import FHIR_JSON
 from unified_record.fhir.validation import validate_resource
 
-__all__ = ["capability_statement"]
+__all__ = ["capability_statement", "resource_capabilities"]
 
 SECURITY_SERVICE_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -51,3 +51,49 @@ def capability_statement(fhir_base: str, token_url: str,
     }
     validate_resource(statement)
     return statement
+
+
+_SEARCH_TYPES = {"_id": "token", "identifier": "token", "family": "string", "given": "string",
+                 "name": "string", "phonetic": "string", "birthdate": "date", "gender": "token",
+                 "address-postalcode": "string", "view": "token", "patient": "reference",
+                 "subject": "reference", "date": "date", "code": "token", "status": "token"}
+_DOCS = {"view": "unified (default): unified clients (golden Patients); source: the source "
+                 "Patients as each partner sent them",
+         "family": "whole family name; case, accents and punctuation ignored (no prefixes)",
+         "given": "whole given name; case, accents and punctuation ignored (no prefixes)",
+         "name": "a whole family or given name",
+         "phonetic": "Soundex of the family name",
+         "patient": "a source Patient, or a unified client id (all its source Patients)"}
+
+
+def resource_capabilities() -> list[dict[str, Any]]:
+    """`rest.resource` entries for what the FHIR routes serve."""
+    from unified_record.records.search import (
+        CLINICAL_PARAMS,
+        CLINICAL_TYPES,
+        PATIENT_PARAMS,
+    )
+
+    def params(names: Sequence[str]) -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            entry = {"name": name, "type": _SEARCH_TYPES[name]}
+            if name in _DOCS:
+                entry["documentation"] = _DOCS[name]
+            out.append(entry)
+        return out
+
+    interactions = [{"code": c} for c in ("read", "vread", "history-instance", "search-type")]
+    patient = {
+        "type": "Patient", "interaction": interactions, "versioning": "versioned",
+        "readHistory": True, "conditionalCreate": False,
+        "searchParam": params(PATIENT_PARAMS),
+        "searchRevInclude": [f"{t}:patient" for t in CLINICAL_TYPES],
+        "operation": [{"name": "everything",
+                       "definition": "http://hl7.org/fhir/OperationDefinition/"
+                                     "Patient-everything"}],
+    }
+    others = [{"type": t, "interaction": interactions, "versioning": "versioned",
+               "readHistory": True, "searchParam": params(CLINICAL_PARAMS),
+               "searchInclude": [f"{t}:patient", f"{t}:subject"]} for t in CLINICAL_TYPES]
+    return [patient, *others]

@@ -1,23 +1,270 @@
-"""The FHIR REST API under /fhir. For now: the CapabilityStatement (resource routes follow)."""
+"""The FHIR REST API under /fhir: capabilities, read, vread, history, search, $everything.
+
+`Patient/{id}` is a unified client (its golden Patient) when the id is a client id, else a
+source Patient. Every result passes the access guard (`api.guard`): scopes first, then the
+consent engine, filtered before paging and totals.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Request
+
+from unified_record.api.auth import CallerDep, check_scope
+from unified_record.api.errors import FHIRError
+from unified_record.api.guard import Guard
 from unified_record.api.responses import FHIR_JSON, FHIRResponse
+from unified_record.linkage.golden import golden_patient
+from unified_record.records import SearchError, everything, find, parse_search
+from unified_record.records.paging import PageError, page_after
+from unified_record.records.search import CLINICAL_TYPES, Found, SearchRequest, sort_key
+from unified_record.security.scopes import Interaction
+from unified_record.store.models import ClientRow
+from unified_record.store.unit_of_work import UnitOfWork
 
-__all__ = ["router"]
+__all__ = ["SEARCHABLE_TYPES", "router"]
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
+SEARCHABLE_TYPES = ("Patient", *CLINICAL_TYPES)
+_FHIR: dict[int | str, dict[str, Any]] = {200: {"content": {FHIR_JSON: {}}}}
 
 
-@router.get(
-    "/metadata",
-    response_class=FHIRResponse,
-    summary="CapabilityStatement",
-    description="What this server implements, and how to get a token (SMART on FHIR). "
-                "No token needed.",
-    responses={200: {"content": {FHIR_JSON: {}}}},
-)
+@router.get("/metadata", response_class=FHIRResponse, summary="CapabilityStatement",
+            description="What this server implements, and how to get a token (SMART on "
+                        "FHIR). No token needed.", responses=_FHIR)
 def metadata(request: Request) -> FHIRResponse:
     return FHIRResponse(request.app.state.capability_statement)
+
+
+def _uow(request: Request) -> UnitOfWork:
+    state = request.app.state
+    return UnitOfWork(state.sessions, state.keyring, state.blind_index)
+
+
+def supported_type(resource_type: str) -> str:
+    """The path's resource type, checked before the token: the list is public (metadata)."""
+    if resource_type not in SEARCHABLE_TYPES:
+        raise FHIRError(404, "not-supported", f"resource type {resource_type!r} is not "
+                        "served here (see /fhir/metadata)")
+    return resource_type
+
+
+TypeDep = Annotated[str, Depends(supported_type)]
+
+
+def _is_client(uow: UnitOfWork, resource_id: str) -> bool:
+    return uow.session.get(ClientRow, resource_id) is not None
+
+
+@router.get("/{resource_type}/{resource_id}", response_class=FHIRResponse, summary="read",
+            responses=_FHIR)
+def read(resource_type: TypeDep, resource_id: str, request: Request,
+         caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, resource_type, Interaction.READ)
+    guard = Guard.of(request, caller)
+    with _uow(request) as uow:
+        if resource_type == "Patient" and _is_client(uow, resource_id):
+            body = golden_patient(uow.session, uow.resources, resource_id,
+                                  request.app.state.settings.client_id_system)
+            shown = guard.assembled(uow, body, Interaction.READ) if body else None
+        else:
+            versions = uow.resources.versions(resource_type, resource_id)
+            if versions and versions[0].deleted and guard.may_know_deleted(
+                    uow, resource_type, resource_id):
+                raise FHIRError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+            shown = guard.read(uow, resource_type, resource_id)
+        uow.commit()  # the audit entries
+    if shown is None:
+        raise FHIRError(404, "not-found", f"{resource_type}/{resource_id} is not known")
+    return _resource_response(shown)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}",
+            response_class=FHIRResponse, summary="vread", responses=_FHIR)
+def vread(resource_type: TypeDep, resource_id: str, version_id: str, request: Request,
+          caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, resource_type, Interaction.VREAD)
+    if not version_id.isdigit():
+        raise FHIRError(404, "not-found", "version ids are whole numbers")
+    guard = Guard.of(request, caller)
+    with _uow(request) as uow:
+        versions = {v.version_id: v for v in uow.resources.versions(resource_type, resource_id)}
+        wanted = versions.get(int(version_id))
+        if wanted is not None and wanted.deleted and guard.may_know_deleted(
+                uow, resource_type, resource_id):
+            raise FHIRError(410, "deleted", f"version {version_id} is a deletion")
+        shown = guard.read(uow, resource_type, resource_id, int(version_id)) \
+            if wanted is not None and not wanted.deleted else None
+        uow.commit()
+    if shown is None:
+        raise FHIRError(404, "not-found", f"{resource_type}/{resource_id}/_history/"
+                        f"{version_id} is not known")
+    return _resource_response(shown)
+
+
+@router.get("/{resource_type}/{resource_id}/_history", response_class=FHIRResponse,
+            summary="history (instance)", responses=_FHIR)
+def history(resource_type: TypeDep, resource_id: str, request: Request,
+            caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, resource_type, Interaction.HISTORY_INSTANCE)
+    guard = Guard.of(request, caller)
+    with _uow(request) as uow:
+        versions = uow.resources.versions(resource_type, resource_id)
+        bodies = uow.resources.history(resource_type, resource_id)
+        shown, withheld = guard.filter(uow, [b for b, v in zip(bodies, versions, strict=True)
+                                             if not v.deleted], Interaction.HISTORY_INSTANCE)
+        uow.commit()
+    if not shown and not any(v.deleted for v in versions):
+        raise FHIRError(404, "not-found", f"{resource_type}/{resource_id} is not known")
+    entries: list[dict[str, Any]] = []
+    base = _base(request)
+    visible = {b.get("meta", {}).get("versionId") for b in shown}
+    for version in versions:
+        if version.deleted:
+            entries.append({"request": {"method": "DELETE",
+                                        "url": f"{resource_type}/{resource_id}"},
+                            "response": {"status": "410 Gone",
+                                         "lastModified": version.last_updated.isoformat()}})
+            continue
+        body = next((b for b in shown if b.get("meta", {}).get("versionId")
+                     == str(version.version_id)), None)
+        if body is None or str(version.version_id) not in visible:
+            continue
+        entries.append({"fullUrl": f"{base}/{resource_type}/{resource_id}",
+                        "resource": body,
+                        "request": {"method": "PUT" if version.version_id > 1 else "POST",
+                                    "url": f"{resource_type}/{resource_id}"},
+                        "response": {"status": "200 OK",
+                                     "lastModified": version.last_updated.isoformat()}})
+    bundle = {"resourceType": "Bundle", "type": "history", "total": len(entries),
+              "entry": entries}
+    _warn_withheld(bundle, withheld)
+    return FHIRResponse(bundle)
+
+
+@router.get("/{resource_type}", response_class=FHIRResponse, summary="search",
+            responses=_FHIR)
+def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, resource_type, Interaction.SEARCH_TYPE)
+    try:
+        query = parse_search(resource_type, request.query_params.multi_items())
+    except SearchError as exc:
+        raise FHIRError(400, "not-supported", str(exc)) from None
+    for included, _ in (*query.includes, *query.revincludes):
+        check_scope(caller, included, Interaction.SEARCH_TYPE)
+    if query.includes:
+        check_scope(caller, "Patient", Interaction.READ)
+    guard = Guard.of(request, caller)
+    settings = request.app.state.settings
+    with _uow(request) as uow:
+        try:
+            matches = find(uow.session, uow.resources, uow.blind_index, query,
+                           settings.client_id_system)
+        except SearchError as exc:
+            raise FHIRError(400, "not-supported", str(exc)) from None
+        shown, withheld = guard.filter_found(uow, matches, Interaction.SEARCH_TYPE)
+        bundle = _searchset(request, query, shown, uow, guard)
+        uow.commit()
+    _warn_withheld(bundle, withheld)
+    return FHIRResponse(bundle)
+
+
+@router.get("/Patient/{client_id}/$everything", response_class=FHIRResponse,
+            summary="everything about a unified client", responses=_FHIR)
+def patient_everything(client_id: str, request: Request, caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, "Patient", Interaction.READ)
+    guard = Guard.of(request, caller)
+    with _uow(request) as uow:
+        found = everything(uow.session, uow.resources, uow.blind_index, client_id,
+                           request.app.state.settings.client_id_system)
+        if found is None:
+            uow.commit()
+            raise FHIRError(404, "not-found", f"Patient/{client_id} is not a unified client")
+        allowed = [f for f in found if caller.permits(f.resource["resourceType"],
+                                                      Interaction.READ)]
+        shown, withheld = guard.filter_found(uow, allowed, Interaction.READ)
+        uow.commit()
+    base = _base(request)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle", "type": "searchset", "total": len(shown),
+        "entry": [{"fullUrl": f"{base}/{f.resource['resourceType']}/{f.resource['id']}",
+                   "resource": with_provenance(f), "search": {"mode": "match"}}
+                  for f in shown]}
+    _warn_withheld(bundle, withheld + (len(found) - len(allowed)))
+    return FHIRResponse(bundle)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def with_provenance(found: Found) -> dict[str, Any]:
+    """The resource with where it came from: `meta.source` (the source organisation) and a
+    `meta.tag` naming the feed."""
+    body = dict(found.resource)
+    meta = dict(body.get("meta") or {})
+    if found.source_org:
+        meta["source"] = f"urn:x-unified-record:org:{found.source_org}"
+    tags = [t for t in meta.get("tag") or [] if t.get("system") != FEED_TAG_SYSTEM]
+    tags.append({"system": FEED_TAG_SYSTEM, "code": found.source_feed})
+    meta["tag"] = tags
+    body["meta"] = meta
+    return body
+
+
+FEED_TAG_SYSTEM = "https://unified-record.example/CodeSystem/source-feed"
+
+
+def _base(request: Request) -> str:
+    return f"{request.app.state.settings.resolved_public_url}/fhir"
+
+
+def _resource_response(body: dict[str, Any]) -> FHIRResponse:
+    headers = {}
+    if version := (body.get("meta") or {}).get("versionId"):
+        headers["ETag"] = f'W/"{version}"'
+    return FHIRResponse(body, headers=headers)
+
+
+def _warn_withheld(bundle: dict[str, Any], withheld: int) -> None:
+    """Say that something was withheld, never what (nor how much)."""
+    if withheld <= 0:
+        return
+    outcome = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "warning", "code": "suppressed",
+        "diagnostics": "Some data was withheld under consent or policy."}]}
+    bundle.setdefault("entry", []).append({"resource": outcome,
+                                           "search": {"mode": "outcome"}})
+
+
+def _searchset(request: Request, query: SearchRequest, shown: list[Found], uow: UnitOfWork,
+               guard: Guard) -> dict[str, Any]:
+    base = _base(request)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
+                              "total": len(shown)}
+    self_params = [(k, v) for k, v in request.query_params.multi_items() if k != "_page"]
+    bundle["link"] = [{"relation": "self", "url": _url(base, query.resource_type,
+                                                       request.query_params.multi_items())}]
+    if query.summary_count:
+        return bundle
+    try:
+        page, cursor = page_after(shown, sort_key(query), query.page, query.count)
+    except PageError as exc:
+        raise FHIRError(400, "invalid", str(exc)) from None
+    if cursor is not None:
+        bundle["link"].append({"relation": "next", "url": _url(
+            base, query.resource_type, [*self_params, ("_page", cursor)])})
+    entries = [{"fullUrl": f"{base}/{f.resource['resourceType']}/{f.resource['id']}",
+                "resource": with_provenance(f), "search": {"mode": "match"}} for f in page]
+    entries += [{"fullUrl": f"{base}/{f.resource['resourceType']}/{f.resource['id']}",
+                 "resource": with_provenance(f), "search": {"mode": "include"}}
+                for f in guard.included(uow, query, page)]
+    bundle["entry"] = entries
+    return bundle
+
+
+def _url(base: str, resource_type: str, params: list[tuple[str, str]]) -> str:
+    from urllib.parse import urlencode
+
+    query = urlencode(params)
+    return f"{base}/{resource_type}" + (f"?{query}" if query else "")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +115,26 @@ class AuditLog:
                 with self._engine.begin() as conn:
                     return self._append(conn, event, canonical)
             except OperationalError as exc:  # SQLite: the write lock stayed busy too long
+                if self._engine.dialect.name != "sqlite" or attempt == _SQLITE_RETRIES - 1:
+                    raise AuditWriteError(
+                        f"audit log not written ({type(exc).__name__})") from exc
+                time.sleep(0.05 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
+
+    def append_many(self, events: Sequence[dict[str, Any]]) -> list[AuditRecord]:
+        """Append several entries in one transaction (one request's decisions): all or none,
+        consecutive in the chain. AuditWriteError if they cannot be written."""
+        if not events:
+            return []
+        canonical = [canonical_json(event) for event in events]
+        for attempt in range(_SQLITE_RETRIES):
+            try:
+                with self._engine.begin() as conn:
+                    return [self._append(conn, e, c) for e, c in zip(events, canonical,
+                                                                      strict=True)]
+            except OperationalError as exc:
                 if self._engine.dialect.name != "sqlite" or attempt == _SQLITE_RETRIES - 1:
                     raise AuditWriteError(
                         f"audit log not written ({type(exc).__name__})") from exc

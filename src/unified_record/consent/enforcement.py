@@ -86,6 +86,7 @@ from unified_record.consent.records import (
 )
 from unified_record.security.caller import Caller
 from unified_record.store.crypto import Cipher
+from unified_record.store.governance_models import OptOutRow
 from unified_record.store.models import ClientMemberRow, ClientRow, ResourceRow
 from unified_record.store.resources import ResourceRepository
 
@@ -203,7 +204,8 @@ class EnforcementPoint:
         self.check_purpose(ctx, interaction)
         now = self._clock()
         candidates = self.candidates(session, bodies)
-        states: dict[str | None, ClientState] = {}
+        states: dict[str | None, ClientState] = dict(self.client_states(
+            session, repository, {c.client_id for c in candidates} - {None}, now))
 
         def state_of(client_id: str | None) -> ClientState:
             if client_id not in states:
@@ -257,6 +259,33 @@ class EnforcementPoint:
         for client in session.scalars(sa.select(ClientRow).where(ClientRow.id.in_(ids))):
             found.setdefault(client.id, client.id)
         return {uid: _successor(session, cid) for uid, cid in found.items()}
+
+    def client_states(self, session: Session, repository: ResourceRepository,
+                      client_ids: Iterable[str | None], now: datetime
+                      ) -> dict[str | None, ClientState]:
+        """`client_state` for many clients in a few queries: only the clients with something
+        on record (a consent, an opt-out or a grant, under their id or a merged one) are
+        read one by one; every other client gets the empty state."""
+        wanted = sorted({c for c in client_ids if c})
+        if not wanted:
+            return {}
+        owner = {c: c for c in wanted}  # every id (merged ones too) -> the client asked for
+        frontier = wanted
+        while frontier:
+            absorbed = [(rid, str(by)) for rid, by in session.execute(
+                sa.select(ClientRow.id, ClientRow.replaced_by)
+                .where(ClientRow.replaced_by.in_(frontier))) if rid not in owner]
+            for rid, by in absorbed:
+                owner[rid] = owner[by]
+            frontier = sorted(rid for rid, _ in absorbed)
+        ids = sorted(owner)
+        on_record = {owner[c] for c in repository.search_many("Consent", "patient", ids)}
+        on_record |= {owner[c] for c in session.scalars(
+            sa.select(OptOutRow.client_id).where(OptOutRow.client_id.in_(ids)))}
+        on_record |= {owner[g.client_id] for g in active_grants(session, ids, now)
+                      if g.client_id in owner}
+        return {c: (self.client_state(session, repository, c, now) if c in on_record
+                    else ClientState()) for c in wanted}
 
     def client_state(self, session: Session, repository: ResourceRepository,
                      client_id: str | None, now: datetime) -> ClientState:
@@ -374,6 +403,7 @@ class EnforcementPoint:
         if not groups:
             self._append(ctx, interaction, "permit", None, query, "no matches")
             return
+        events = []
         for client_id, decided in groups.items():
             entities = [Entity(_versioned(c.body),
                                outcome="returned" if d.permit else "withheld",
@@ -383,26 +413,35 @@ class EnforcementPoint:
                         for c, d in decided]
             returned = sum(d.permit for _, d in decided)
             outcome: Literal["permit", "deny"] = "permit" if returned else "deny"
-            self._append(ctx, interaction, outcome, client_id, query + entities,
-                         f"{returned} returned, {len(decided) - returned} withheld")
+            events.append(self._event(ctx, interaction, outcome, client_id, query + entities,
+                                      f"{returned} returned, {len(decided) - returned} "
+                                      "withheld"))
+        self.audit.append_many(events)  # one transaction for the whole request
 
     def _append(self, by: Actor, subtype: str, decision: Literal["permit", "deny", "none"],
                 client_id: str | None, entities: Sequence[Entity], outcome_desc: str | None,
                 *, reasons: Sequence[str] = (), break_glass: bool | None = None,
                 session: Session | None = None) -> None:
+        self.audit.append(self._event(by, subtype, decision, client_id, entities, outcome_desc,
+                                      reasons=reasons, break_glass=break_glass),
+                          session=session)
+
+    def _event(self, by: Actor, subtype: str, decision: Literal["permit", "deny", "none"],
+               client_id: str | None, entities: Sequence[Entity], outcome_desc: str | None,
+               *, reasons: Sequence[str] = (), break_glass: bool | None = None
+               ) -> dict[str, Any]:
         ctx = by if isinstance(by, AccessContext) else None
         agent = ctx.agent if ctx else Agent.operator(by if isinstance(by, str) else "?")
         purpose = ctx.purpose if ctx else None
         if reasons:
             outcome_desc = "; ".join(filter(None, (outcome_desc, *reasons)))
-        event = audit_event(
+        return audit_event(
             subtype=subtype, agent=agent, recorded=self._clock(), decision=decision,
             purpose=purpose if purpose in self.policy.purposes else None,
             client_id=client_id if client_id and _CLIENT_ID.fullmatch(client_id) else None,
             entities=entities,
             source_address=ctx.source_address if ctx else None, outcome_desc=outcome_desc,
             break_glass=purpose == BREAK_GLASS if break_glass is None else break_glass)
-        self.audit.append(event, session=session)
 
 
 def _patient_id(body: Mapping[str, Any]) -> str | None:

@@ -37,6 +37,11 @@ class UnitOfWork:
         self._cipher = cipher
         self._blind_index = blind_index
 
+    @property
+    def blind_index(self) -> BlindIndexer:
+        """The keyed hasher searches use to look values up."""
+        return self._blind_index
+
     def __enter__(self) -> Self:
         self.session = self._factory()
         self.messages = MessageRepository(self.session, self._cipher, self._blind_index)

@@ -1,0 +1,104 @@
+"""The API's access guard: every resource a route returns passes the consent enforcement
+point (`consent.enforcement`), which decides and writes the audit log.
+
+The purpose of use comes from the `X-Purpose-Of-Use` header (a v3 ActReason code such as
+TREAT, ETREAT, BTG, HOPERAT, HRESCH), else from the token, else TREAT: a partner system
+reading the shared care record does so for direct care unless it says otherwise. The policy
+decides whether the caller's role may use that purpose at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastapi import Request
+
+from unified_record.api.errors import FHIRError
+from unified_record.audit.log import AuditWriteError
+from unified_record.consent.enforcement import AccessContext, AccessRefused, EnforcementPoint
+from unified_record.records.search import Found, SearchRequest, included
+from unified_record.security.caller import Caller
+from unified_record.security.scopes import Interaction
+from unified_record.store.unit_of_work import UnitOfWork
+
+__all__ = ["PURPOSE_HEADER", "Guard"]
+
+PURPOSE_HEADER = "X-Purpose-Of-Use"
+DEFAULT_PURPOSE = "TREAT"
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """AccessRefused -> 403; an audit log that cannot be written -> fail closed (500)."""
+    try:
+        yield
+    except AccessRefused:
+        raise FHIRError(403, "forbidden", "this purpose of use is not allowed for the "
+                        "caller's role") from None
+    except AuditWriteError:
+        raise FHIRError(500, "exception", "the audit log could not be written; no data is "
+                        "returned") from None
+
+
+@dataclass
+class Guard:
+    point: EnforcementPoint
+    ctx: AccessContext
+
+    @classmethod
+    def of(cls, request: Request, caller: Caller) -> Guard:
+        purpose = (request.headers.get(PURPOSE_HEADER) or caller.purpose_of_use
+                   or DEFAULT_PURPOSE).strip().upper()
+        host = request.client.host if request.client else None
+        return cls(request.app.state.enforcement, AccessContext(caller, purpose, host))
+
+    def read(self, uow: UnitOfWork, resource_type: str, resource_id: str,
+             version_id: int | None = None) -> dict[str, Any] | None:
+        with _refusals():
+            return self.point.authorize_read(uow.session, uow.resources, self.ctx,
+                                             resource_type, resource_id, version_id).resource
+
+    def assembled(self, uow: UnitOfWork, body: dict[str, Any],
+                  interaction: Interaction) -> dict[str, Any] | None:
+        with _refusals():
+            return self.point.authorize_resource(uow.session, uow.resources, self.ctx, body,
+                                                 interaction.value).resource
+
+    def may_know_deleted(self, uow: UnitOfWork, resource_type: str, resource_id: str) -> bool:
+        """410 only for a caller who could have read the last version before the deletion;
+        anyone else gets the 404 of an unknown resource."""
+        live = [v for v in uow.resources.versions(resource_type, resource_id) if not v.deleted]
+        if not live:
+            return False
+        body = uow.resources.vread(resource_type, resource_id, live[0].version_id)
+        if body is None:
+            return False
+        with _refusals():
+            shown = self.point.filter_resources(uow.session, uow.resources, self.ctx, [body],
+                                                interaction="read")
+        return bool(shown.permitted)
+
+    def filter(self, uow: UnitOfWork, bodies: Sequence[dict[str, Any]],
+               interaction: Interaction) -> tuple[list[dict[str, Any]], int]:
+        with _refusals():
+            shown = self.point.filter_resources(uow.session, uow.resources, self.ctx,
+                                                list(bodies), interaction=interaction.value)
+        return shown.permitted, shown.withheld
+
+    def filter_found(self, uow: UnitOfWork, found: Sequence[Found],
+                     interaction: Interaction) -> tuple[list[Found], int]:
+        """The permitted matches, in order, each with its (possibly redacted) body."""
+        permitted, withheld = self.filter(uow, [f.resource for f in found], interaction)
+        by_key = {(f.resource.get("resourceType"), f.resource.get("id")): f for f in found}
+        kept = [replace(by_key[(body.get("resourceType"), body.get("id"))], resource=body)
+                for body in permitted]
+        return kept, withheld
+
+    def included(self, uow: UnitOfWork, request: SearchRequest,
+                 page: Sequence[Found]) -> list[Found]:
+        extra = included(uow.session, uow.resources, uow.blind_index, request, page)
+        kept, _ = self.filter_found(uow, extra, Interaction.SEARCH_TYPE)
+        return kept
