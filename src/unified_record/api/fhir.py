@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
@@ -51,6 +51,8 @@ def supported_type(resource_type: str) -> str:
 
 
 TypeDep = Annotated[str, Depends(supported_type)]
+# A FHIR id (R4 `id` datatype); anything else cannot name a resource here (400, not a query).
+IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9\-.]{1,64}$", examples=["C1a2b3c4d5e6f"])]
 
 
 def _is_client(uow: UnitOfWork, resource_id: str) -> bool:
@@ -59,7 +61,7 @@ def _is_client(uow: UnitOfWork, resource_id: str) -> bool:
 
 @router.get("/{resource_type}/{resource_id}", response_class=FHIRResponse, summary="read",
             responses=_FHIR)
-def read(resource_type: TypeDep, resource_id: str, request: Request,
+def read(resource_type: TypeDep, resource_id: IdPath, request: Request,
          caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.READ)
     guard = Guard.of(request, caller)
@@ -82,7 +84,7 @@ def read(resource_type: TypeDep, resource_id: str, request: Request,
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}",
             response_class=FHIRResponse, summary="vread", responses=_FHIR)
-def vread(resource_type: TypeDep, resource_id: str, version_id: str, request: Request,
+def vread(resource_type: TypeDep, resource_id: IdPath, version_id: str, request: Request,
           caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.VREAD)
     if not version_id.isdigit():
@@ -105,7 +107,7 @@ def vread(resource_type: TypeDep, resource_id: str, version_id: str, request: Re
 
 @router.get("/{resource_type}/{resource_id}/_history", response_class=FHIRResponse,
             summary="history (instance)", responses=_FHIR)
-def history(resource_type: TypeDep, resource_id: str, request: Request,
+def history(resource_type: TypeDep, resource_id: IdPath, request: Request,
             caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.HISTORY_INSTANCE)
     guard = Guard.of(request, caller)
@@ -172,7 +174,7 @@ def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRR
 
 @router.get("/Patient/{client_id}/$everything", response_class=FHIRResponse,
             summary="everything about a unified client", responses=_FHIR)
-def patient_everything(client_id: str, request: Request, caller: CallerDep) -> FHIRResponse:
+def patient_everything(client_id: IdPath, request: Request, caller: CallerDep) -> FHIRResponse:
     check_scope(caller, "Patient", Interaction.READ)
     guard = Guard.of(request, caller)
     with _uow(request) as uow:

@@ -98,6 +98,7 @@ _PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap")
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
                       r"(Z|[+-]\d{2}:\d{2})?)?)?)?$")
 _FIRST_YEAR = 1880
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SearchError(ValueError):
@@ -161,7 +162,7 @@ def parse_date(text: str) -> DateRange:
                          int(second or 0), tzinfo=tz).astimezone(UTC)
         return DateRange(start, start + (timedelta(seconds=1) if second else
                                          timedelta(minutes=1)))
-    except ValueError:
+    except (ValueError, OverflowError):  # 9999-12-31 has no following day
         raise ValueError(f"not a FHIR date: {text!r}") from None
 
 
@@ -204,6 +205,9 @@ def parse_search(resource_type: str, items: Iterable[tuple[str, str]]) -> Search
     for raw_name, raw_value in items:
         name, _, modifier = raw_name.partition(":")
         value = raw_value.strip()
+        if _CONTROL.search(raw_name) or _CONTROL.search(value):
+            # No FHIR value holds them, and PostgreSQL refuses NUL in a query parameter.
+            raise SearchError(f"search parameter {name!r} contains control characters")
         if name in RESULT_PARAMS:
             _result_param(request, name, modifier, value)
             continue
