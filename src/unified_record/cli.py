@@ -133,13 +133,23 @@ def _settings() -> Settings:
 
 
 def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None, *,
-              bulk_load: bool = False) -> Pipeline:
+              bulk_load: bool = False, match: bool = True) -> Pipeline:
+    """The ingest pipeline; with `match`, each new Patient is placed in the client index as
+    it is stored (once a full linkage has run)."""
+    from unified_record.linkage.incremental import IndexMatcher
+    from unified_record.linkage.index import MODEL_FILE_NAME
     from unified_record.security import load_or_create_keys
 
     try:
         keyring, blind_index = load_or_create_keys(settings)
-        return Pipeline(settings.database_url, keyring, blind_index, mappings or MAPPINGS_DIR,
-                        workers=workers, bulk_load=bulk_load)
+        pipeline = Pipeline(settings.database_url, keyring, blind_index,
+                            mappings or MAPPINGS_DIR, workers=workers, bulk_load=bulk_load)
+        if match:
+            pipeline.on_patients = IndexMatcher(
+                pipeline.sessions, keyring, blind_index, settings.data_dir / MODEL_FILE_NAME,
+                auto_link_threshold=settings.link_auto_threshold,
+                review_threshold=settings.link_review_threshold)
+        return pipeline
     except (ConfigError, MappingFileError) as exc:
         fail(str(exc))
         raise
@@ -191,6 +201,9 @@ def ingest(
     workers: int = typer.Option(0, "--workers", help="Mapping processes (0 = one per core)."),
     mappings: Path = typer.Option(MAPPINGS_DIR, "--mappings", help="Folder of mapping files."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    match: bool = typer.Option(True, "--match/--no-match", help="Place each new Patient in "
+                               "the client index as it is stored (after the first `link`); "
+                               "--no-match leaves them for the next full run."),
 ) -> None:
     """Ingest one feed (--feed NAME PATH) or every feed folder of a generated dataset (DIR)."""
     import time
@@ -199,7 +212,7 @@ def ingest(
         fail(f"{path}: no such file or folder")
     settings = _settings()
     with _pipeline(settings, workers or default_workers(), mappings,
-                   bulk_load=True) as pipeline:
+                   bulk_load=True, match=match) as pipeline:
         try:
             if feed:
                 pipeline.mapping(feed)

@@ -124,3 +124,40 @@ def test_review_queue_and_steward_decisions_from_the_cli(
     assert code == 2 and "needs a reason" in out
     code, out = run("link", "decide", "merge", a, b, "--by", "s", "--reason", "r")
     assert code == 2 and "unknown decision 'merge'" in out
+
+
+def test_records_ingested_after_a_full_run_are_matched_on_ingest(env: Path) -> None:
+    import sqlalchemy as sa
+
+    from unified_record.store.models import ClientMemberRow, LinkageRunRow, ResourceRow
+
+    late = "community_health"
+    for feed in ("gp_fhir", "acute_adt", "council_adult_social_care",
+                 "council_childrens_social_care"):
+        code, out = run("ingest", "--feed", feed, str(SAMPLE / feed), "--workers", "1", "-q")
+        assert code == 0, out
+    assert run("link", "--quiet")[0] == 0
+
+    engine = sa.create_engine(os.environ["UR_DATABASE_URL"])
+
+    def state() -> tuple[set[str], set[str], int]:
+        with engine.connect() as conn:
+            patients = set(conn.scalars(sa.select(ResourceRow.id).where(
+                ResourceRow.resource_type == "Patient", ResourceRow.source_feed == late)))
+            indexed = set(conn.scalars(sa.select(ClientMemberRow.unique_id)))
+            runs = conn.scalar(sa.select(sa.func.count()).select_from(LinkageRunRow).where(
+                LinkageRunRow.kind == "incremental")) or 0
+        return patients, indexed, runs
+
+    code, out = run("ingest", "--feed", late, str(SAMPLE / late), "--workers", "1", "-q")
+    assert code == 0, out
+    patients, indexed, runs = state()
+    assert patients and patients <= indexed, "every late Patient is in the index at once"
+    assert runs == len(patients)
+    with engine.connect() as conn:
+        clients = dict(conn.execute(sa.select(ClientMemberRow.unique_id,
+                                              ClientMemberRow.client_id)).all())
+    shared = {clients[p] for p in patients} & {c for u, c in clients.items()
+                                                 if u not in patients}
+    assert len(shared) >= len(patients) // 2, "most late records joined an existing client"
+    engine.dispose()

@@ -114,9 +114,12 @@ class Pipeline:
 
     def __init__(self, database_url: str | Engine, keyring: KeyRing, blind_index: BlindIndex,
                  mappings_dir: Path, *, workers: int = 1, batch_size: int = 1000,
-                 bulk_load: bool = False) -> None:
+                 bulk_load: bool = False,
+                 on_patients: Callable[[list[str]], object] | None = None) -> None:
         """`bulk_load`: commits need not wait for the disk (see `store.db.make_engine`); for
-        loading files, never for the MLLP listener, whose ACK promises a durable message."""
+        loading files, never for the MLLP listener, whose ACK promises a durable message.
+        `on_patients`: called after each committed batch with the ids of the Patients it
+        stored (new or changed), e.g. to match them against the client index at once."""
         self.engine = (make_engine(database_url, bulk_load=bulk_load)
                        if isinstance(database_url, str) else database_url)
         migrate(self.engine)
@@ -129,6 +132,7 @@ class Pipeline:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._batches_stored = 0
+        self.on_patients = on_patients
 
     def __enter__(self) -> Pipeline:
         return self
@@ -203,13 +207,19 @@ class Pipeline:
         if self._batches_stored & (self._batches_stored - 1) == 0:
             refresh_statistics(self.engine)
 
-    def process_one(self, feed: str, message: SourceMessage) -> Outcome:
-        """Ingest a single message now (the MLLP listener's path)."""
+    def process_one(self, feed: str, message: SourceMessage,
+                    source_org: str | None = None) -> Outcome:
+        """Ingest a single message now (the MLLP listener's and the FHIR API's path).
+
+        `source_org`: the sender as authenticated (e.g. a partner's token), which then is the
+        provenance of what it sent, whatever the message says."""
         stats = IngestStats(feed)
         todo = self._store_raw(feed, [message], stats)
         if not todo:
             return Outcome("duplicate", None)
         prepared = [prepare(self.mapping(feed), message.raw)]
+        if source_org and prepared[0].error is None:
+            prepared[0].source_org = source_org
         reasons = self._store_prepared(feed, todo, prepared, stats)
         status = "accepted" if stats.accepted else "quarantined"
         return Outcome(status, reasons[0] if reasons else None)
@@ -276,6 +286,7 @@ class Pipeline:
         results = prepared.result() if isinstance(prepared, Future) else prepared
         reasons: list[str | None] = []
         outcomes: list[tuple[str, str, str | None]] = []
+        patients: list[str] = []
         with self.uow() as uow:
             batch = ResourceBatch(uow.session, self.keyring, self.blind_index)
             batch.load(*_keys_of(feed, results))
@@ -295,6 +306,8 @@ class Pipeline:
                     stats.quarantined += 1
                     reasons.append(reason)
                     continue
+                patients += [r.resource["id"] for r in prep.resources
+                             if r.resource["resourceType"] == "Patient"]
                 warning = "; ".join(prep.warnings) or None
                 outcomes.append((message_id, "accepted", warning))
                 stats.accepted += 1
@@ -304,6 +317,8 @@ class Pipeline:
             batch.flush()
             mark_messages(uow.session, outcomes)
             uow.commit()
+        if patients and self.on_patients is not None:
+            self.on_patients(patients)
         return reasons
 
     def _store_resources(self, batch: ResourceBatch, feed: str, message_id: str,

@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -77,6 +78,7 @@ from unified_record.linkage.model import (
     LinkageModel,
     ModelError,
     build_settings,
+    load_model,
 )
 from unified_record.store.crypto import BlindIndexer, Cipher
 from unified_record.store.models import (
@@ -94,6 +96,7 @@ from unified_record.store.resources import ResourceRepository
 __all__ = [
     "DEFAULT_MAX_CANDIDATES",
     "AlreadyIndexedError",
+    "IndexMatcher",
     "MatchOutcome",
     "NoIndexError",
     "PairScore",
@@ -791,3 +794,47 @@ def _add_member(session: Session, unique_id: str, client_id: str, run_id: int,
                                 model_version=model_version))
     session.add(LinkHistoryRow(run_id=run_id, client_id=client_id, unique_id=unique_id,
                                action="joined", detail=detail, at=datetime.now(UTC)))
+
+
+class IndexMatcher:
+    """Places Patients in the client index as they are stored: the ingest pipeline's
+    `on_patients` hook (files, MLLP, the FHIR API).
+
+    Each Patient not yet in the index is matched (`match_new_record`) and committed on its
+    own. Before the first full run, or without a saved model, it does nothing: the first
+    `unified-record link` indexes everyone. A Patient already in the index that changes is
+    left where it is until the next full run re-scores it.
+    """
+
+    def __init__(self, sessions: Callable[[], Session], keyring: Cipher,
+                 blind_index: BlindIndexer, model_path: Path, *,
+                 auto_link_threshold: float = DEFAULT_AUTO_LINK_THRESHOLD,
+                 review_threshold: float = DEFAULT_REVIEW_THRESHOLD) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._blind_index = blind_index
+        self._model_path = model_path
+        self._model: LinkageModel | None = None
+        self._bands = (auto_link_threshold, review_threshold)
+
+    def __call__(self, patient_ids: Sequence[str]) -> list[MatchOutcome]:
+        if not self._model_path.exists():
+            return []
+        if self._model is None:
+            self._model = load_model(self._model_path)
+        outcomes: list[MatchOutcome] = []
+        for patient_id in dict.fromkeys(patient_ids):
+            with self._sessions() as session:
+                if session.get(ClientMemberRow, patient_id) is not None:
+                    continue
+                try:
+                    outcome = match_new_record(
+                        session, self._model, self._keyring, self._blind_index, patient_id,
+                        auto_link_threshold=self._bands[0], review_threshold=self._bands[1])
+                except NoIndexError:
+                    return outcomes
+                except (LookupError, AlreadyIndexedError):
+                    continue
+                session.commit()
+                outcomes.append(outcome)
+        return outcomes
