@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # token issuer is this URL, tokens are for `<it>/fhir`, client assertions are for
     # `<it>/oauth/token`. Empty in development means http://host:port.
     public_url: str = ""
+    # Request bodies larger than this are refused with 413 before a route reads them.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # The built-in issuer's private signing key (EC P-256 or RSA PEM), as text or as a file
     # (mode 0600). Empty in development means: use the local key file, made on first use.
     token_signing_key: str = Field(default="", repr=False)

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from unified_record import __version__
-from unified_record.api import fhir, oauth
+from unified_record.api import fhir, limits, oauth
 from unified_record.api.capability import capability_statement, resource_capabilities
 from unified_record.api.errors import install_error_handlers
 from unified_record.config import ConfigError, Settings, load_settings
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.capability_statement = capability_statement(fhir_base, token_url,
                                                           resource_capabilities())
     install_error_handlers(app)
+    limits.install(app, settings.max_body_bytes)
     app.include_router(oauth.router)
     app.include_router(fhir.router)
     return app
