@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean sample
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The web pages' GOV.UK Frontend, and axe-core for the browser tests (node_modules/).
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,4 +29,4 @@ sample: $(STAMP)
 	$(BIN)/unified-record generate --people 500 --seed 7 --out synthetic_data/sample
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var node_modules

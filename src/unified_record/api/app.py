@@ -16,6 +16,7 @@ from unified_record import __version__
 from unified_record.api import fhir, limits, oauth
 from unified_record.api.capability import capability_statement, resource_capabilities
 from unified_record.api.errors import install_error_handlers
+from unified_record.api.ui import mount_ui
 from unified_record.config import ConfigError, Settings, load_settings
 from unified_record.consent.enforcement import EnforcementPoint
 from unified_record.security import load_or_create_keys
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limits.install(app, settings.max_body_bytes)
     app.include_router(oauth.router)
     app.include_router(fhir.router)
+    mount_ui(app)  # the web pages under /ui
     return app
 
 

@@ -1,0 +1,2 @@
+import { initAll } from '/ui/govuk/govuk-frontend.min.js'
+initAll()
