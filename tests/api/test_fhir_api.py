@@ -63,7 +63,7 @@ def linked(tmp_path: Path, database_url: str) -> Iterator[Linked]:
     with Pipeline(database_url, keyring, blind_index, MAPPINGS, workers=1) as pipeline:
         pipeline.ingest_dataset(SAMPLE)
         run_full_linkage(pipeline.sessions, keyring, blind_index,
-                         model_path=tmp_path / "model.json")
+                         model_path=settings.data_dir / "linkage-model.json")
         with pipeline.sessions() as session:
             index = current_clusters(session)
         pipeline.engine.dispose()
@@ -263,3 +263,73 @@ def test_consent_filters_before_paging_and_totals(linked: Linked) -> None:
     wrong_purpose = linked.api.get(f"/fhir/Patient/{client}",
                                    headers={**steward, "X-Purpose-Of-Use": "TREAT"})
     assert wrong_purpose.status_code == 403
+
+
+def _bundle(kind: str, patient: dict[str, Any], condition_code: str = "38341003"
+            ) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": [
+        {"fullUrl": "urn:uuid:7f8c0a52-1111-4b7e-9c1e-000000000001", "resource": patient,
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:7f8c0a52-1111-4b7e-9c1e-000000000002",
+         "resource": {"resourceType": "Condition",
+                      "subject": {"reference": "urn:uuid:7f8c0a52-1111-4b7e-9c1e-000000000001"},
+                      "code": {"coding": [{"system": "http://snomed.info/sct",
+                                           "code": condition_code}]}},
+         "request": {"method": "POST", "url": "Condition"}}]}
+
+
+def test_partner_transaction_is_stored_matched_and_answered(linked: Linked) -> None:
+    reader = linked.token()
+    writer = linked.token(scope="system/*.cruds", org="RR8")
+    client, _ = _big_client(linked)
+    golden = linked.get(f"/fhir/Patient/{client}", reader)
+    nhs = next(i for i in golden["identifier"]
+               if i["system"] == "https://fhir.nhs.uk/Id/nhs-number")
+    patient = {"resourceType": "Patient", "identifier": [{"system": nhs["system"],
+                                                         "value": nhs["value"]}],
+               "name": golden["name"], "birthDate": golden["birthDate"],
+               "gender": golden["gender"], "address": golden.get("address", [])}
+    bundle = _bundle("transaction", patient)
+    headers = {**writer, "Content-Type": "application/fhir+json"}
+
+    response = linked.api.post("/fhir", json=bundle, headers=headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["201 Created", "201 Created"]
+    patient_location = answer["entry"][0]["response"]["location"]
+    assert patient_location.startswith("Patient/") and patient_location.endswith("/_history/1")
+    new_id = patient_location.split("/")[1]
+    stored = linked.get(f"/fhir/Patient/{new_id}", reader)
+    assert stored["birthDate"] == golden["birthDate"]
+    condition = linked.get(f"/fhir/{answer['entry'][1]['response']['location']}", reader)
+    assert condition["subject"]["reference"] == f"Patient/{new_id}"
+
+    # Matched on arrival: it joined the client, whose $everything now has it, from RR8.
+    everything = linked.get(f"/fhir/Patient/{client}/$everything", reader)
+    mine = [e["resource"] for e in everything["entry"] if e["resource"]["id"] == new_id]
+    assert mine and mine[0]["meta"]["source"].endswith(":RR8")
+
+    again = linked.api.post("/fhir", json=bundle, headers=headers).json()
+    assert [e["response"]["status"] for e in again["entry"]] == ["200 OK", "200 OK"]
+
+    # A transaction with a bad entry stores nothing; a batch stores the good entries.
+    broken = _bundle("transaction", {**patient, "birthDate": "not-a-date"})
+    refused = linked.api.post("/fhir", json=broken, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    batch = _bundle("batch", {**patient, "id": "p-batch", "birthDate": "31/02/1990"})
+    batch["entry"].append({"resource": {"resourceType": "Observation", "status": "final",
+                                        "code": {"text": "pulse"}},
+                           "request": {"method": "POST", "url": "Observation"}})
+    answered = linked.api.post("/fhir", json=batch, headers=headers).json()
+    assert answered.get("type") == "batch-response", answered
+    codes = [e["response"]["status"][:3] for e in answered["entry"]]
+    assert codes[0] == "400" and codes[2] == "201" and len(codes) == 3, codes
+
+    assert linked.api.post("/fhir", json=bundle, headers={**reader, "Content-Type":
+                           "application/fhir+json"}).status_code == 403
+    assert linked.api.post("/fhir", content=b"{nope", headers=headers).status_code == 400
+    assert linked.api.post("/fhir", content=b"<xml/>", headers={
+        **writer, "Content-Type": "application/xml"}).status_code == 415

@@ -19,6 +19,10 @@ from unified_record.api.errors import install_error_handlers
 from unified_record.api.ui import mount_ui
 from unified_record.config import ConfigError, Settings, load_settings
 from unified_record.consent.enforcement import EnforcementPoint
+from unified_record.ingest import Pipeline
+from unified_record.ingest.mapping import MAPPINGS_DIR
+from unified_record.linkage.incremental import IndexMatcher
+from unified_record.linkage.index import MODEL_FILE_NAME
 from unified_record.security import load_or_create_keys
 from unified_record.security.authorization_server import AuthorizationServer
 from unified_record.security.jwks import JWKSCache
@@ -46,9 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             organisation_claim=settings.oidc_organisation_claim,
             role_claim=settings.oidc_role_claim))
 
+    # Partners' Bundles go through the ingest pipeline; new Patients join the index at once.
+    pipeline = Pipeline(engine, keyring, blind_index, MAPPINGS_DIR, workers=1)
+    pipeline.on_patients = IndexMatcher(
+        pipeline.sessions, keyring, blind_index, settings.data_dir / MODEL_FILE_NAME,
+        auto_link_threshold=settings.link_auto_threshold,
+        review_threshold=settings.link_review_threshold)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        pipeline.close()
         engine.dispose()
 
     app = FastAPI(
@@ -64,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = keyring
     app.state.blind_index = blind_index
     app.state.enforcement = enforcement
+    app.state.pipeline = pipeline
     app.state.signing_key = signing_key
     app.state.jwks_uri = f"{base}/oauth/jwks"
     app.state.authorization_server = AuthorizationServer(

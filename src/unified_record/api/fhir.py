@@ -7,14 +7,20 @@ consent engine, filtered before paging and totals.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 
 from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
-from unified_record.api.guard import Guard
+from unified_record.api.guard import Guard, refusals
 from unified_record.api.responses import FHIR_JSON, FHIRResponse
+from unified_record.ingest import Pipeline
+from unified_record.ingest.fhir_bundle import entry_key
+from unified_record.ingest.mapping import resource_id
+from unified_record.ingest.sources import SourceMessage
 from unified_record.linkage.golden import golden_patient
 from unified_record.records import SearchError, everything, find, parse_search
 from unified_record.records.paging import PageError, page_after
@@ -57,6 +63,103 @@ IdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9\-.]{1,64}$", examples=["C1a2b
 
 def _is_client(uow: UnitOfWork, resource_id: str) -> bool:
     return uow.session.get(ClientRow, resource_id) is not None
+
+
+PARTNER_FEED = "partner_fhir"
+_FHIR_CONTENT_TYPES = ("application/fhir+json", "application/json")
+
+
+@router.post("", response_class=FHIRResponse, summary="transaction or batch",
+             description="A FHIR transaction or batch Bundle from a partner system, stored "
+                         "through the ingest pipeline (the raw Bundle first, then mapped and "
+                         "validated); answers a transaction-response or batch-response Bundle.",
+             responses=_FHIR)
+async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _FHIR_CONTENT_TYPES:
+        raise FHIRError(415, "not-supported", "send the Bundle as application/fhir+json")
+    raw = await request.body()
+    bundle = _parse_bundle(raw)
+    for method, resource_type in _entry_targets(bundle):
+        check_scope(caller, resource_type,
+                    Interaction.CREATE if method == "POST" else Interaction.UPDATE)
+    guard = Guard.of(request, caller)
+    response: FHIRResponse = await run_in_threadpool(_store_bundle, request, guard, raw, bundle)
+    return response
+
+
+def _parse_bundle(raw: bytes) -> dict[str, Any]:
+    try:
+        bundle = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FHIRError(400, "invalid", "the body is not valid JSON") from None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FHIRError(422, "processing", "POST /fhir takes a Bundle")
+    if bundle.get("type") not in ("transaction", "batch"):
+        raise FHIRError(422, "processing", "Bundle.type must be transaction or batch")
+    if not isinstance(bundle.get("entry", []), list):
+        raise FHIRError(422, "processing", "Bundle.entry must be a list")
+    return bundle
+
+
+def _entry_targets(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+    """(method, resource type) of every entry, for the scope check."""
+    targets = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        request = entry.get("request") if isinstance(entry, dict) else None
+        method = request.get("method", "PUT") if isinstance(request, dict) else "PUT"
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            targets.append((str(method), resource["resourceType"]))
+    return targets
+
+
+def _store_bundle(request: Request, guard: Guard, raw: bytes,
+                  bundle: dict[str, Any]) -> FHIRResponse:
+    pipeline: Pipeline = request.app.state.pipeline
+    caller = guard.ctx.caller
+    with refusals():
+        guard.point.check_purpose(guard.ctx, str(bundle["type"]))
+    outcome = pipeline.process_one(
+        PARTNER_FEED, SourceMessage(raw, f"api:{caller.client_id}"),
+        source_org=caller.organisation or caller.client_id)
+    if outcome.status == "quarantined":
+        guard.point.audit_write(guard.ctx, str(bundle["type"]), [], "deny",
+                                f"Bundle not accepted: {outcome.reason}")
+        raise FHIRError(422, "processing", f"Bundle not accepted: {outcome.reason}")
+    entries: list[dict[str, Any]] = []
+    stored: list[str] = []
+    with _uow(request) as uow:
+        for entry in bundle.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(resource, dict):
+                entries.append(_entry_failed("entry has no resource"))
+                continue
+            rtype = str(resource.get("resourceType"))
+            rid = resource_id(PARTNER_FEED, rtype, entry_key(entry))
+            versions = uow.resources.versions(rtype, rid)
+            if not versions or versions[0].deleted:
+                entries.append(_entry_failed("entry not accepted (see the Bundle's warnings "
+                                             "on the inbound message)"))
+                continue
+            version = versions[0]
+            created = version.version_id == 1 and outcome.status == "accepted"
+            location = f"{rtype}/{rid}/_history/{version.version_id}"
+            stored.append(location)
+            entries.append({"response": {
+                "status": "201 Created" if created else "200 OK", "location": location,
+                "etag": f'W/"{version.version_id}"',
+                "lastModified": version.last_updated.isoformat()}})
+    guard.point.audit_write(guard.ctx, str(bundle["type"]), stored, "permit",
+                            f"{len(stored)} stored ({outcome.status})")
+    response_type = f"{bundle['type']}-response"
+    return FHIRResponse({"resourceType": "Bundle", "type": response_type, "entry": entries})
+
+
+def _entry_failed(reason: str) -> dict[str, Any]:
+    return {"response": {"status": "400 Bad Request", "outcome": {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": reason}]}}}
 
 
 @router.get("/{resource_type}/{resource_id}", response_class=FHIRResponse, summary="read",

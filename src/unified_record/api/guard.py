@@ -24,14 +24,14 @@ from unified_record.security.caller import Caller
 from unified_record.security.scopes import Interaction
 from unified_record.store.unit_of_work import UnitOfWork
 
-__all__ = ["PURPOSE_HEADER", "Guard"]
+__all__ = ["PURPOSE_HEADER", "Guard", "refusals"]
 
 PURPOSE_HEADER = "X-Purpose-Of-Use"
 DEFAULT_PURPOSE = "TREAT"
 
 
 @contextmanager
-def _refusals() -> Iterator[None]:
+def refusals() -> Iterator[None]:
     """AccessRefused -> 403; an audit log that cannot be written -> fail closed (500)."""
     try:
         yield
@@ -57,13 +57,13 @@ class Guard:
 
     def read(self, uow: UnitOfWork, resource_type: str, resource_id: str,
              version_id: int | None = None) -> dict[str, Any] | None:
-        with _refusals():
+        with refusals():
             return self.point.authorize_read(uow.session, uow.resources, self.ctx,
                                              resource_type, resource_id, version_id).resource
 
     def assembled(self, uow: UnitOfWork, body: dict[str, Any],
                   interaction: Interaction) -> dict[str, Any] | None:
-        with _refusals():
+        with refusals():
             return self.point.authorize_resource(uow.session, uow.resources, self.ctx, body,
                                                  interaction.value).resource
 
@@ -76,14 +76,14 @@ class Guard:
         body = uow.resources.vread(resource_type, resource_id, live[0].version_id)
         if body is None:
             return False
-        with _refusals():
+        with refusals():
             shown = self.point.filter_resources(uow.session, uow.resources, self.ctx, [body],
                                                 interaction="read")
         return bool(shown.permitted)
 
     def filter(self, uow: UnitOfWork, bodies: Sequence[dict[str, Any]],
                interaction: Interaction) -> tuple[list[dict[str, Any]], int]:
-        with _refusals():
+        with refusals():
             shown = self.point.filter_resources(uow.session, uow.resources, self.ctx,
                                                 list(bodies), interaction=interaction.value)
         return shown.permitted, shown.withheld

@@ -159,6 +159,16 @@ class EnforcementPoint:
         audit = AuditLog(engine, load_audit_signer(settings), settings.audit_checkpoint_every)
         return cls(policy, audit, cipher, break_glass_minutes=settings.break_glass_minutes)
 
+    # -- writes ------------------------------------------------------------------------------
+
+    def audit_write(self, ctx: AccessContext, interaction: str, references: Sequence[str],
+                    outcome: Literal["permit", "deny"], outcome_desc: str) -> None:
+        """Audit what a caller wrote (e.g. a partner's transaction Bundle): one entry, the
+        resources by reference and what happened to each (`Type/id/_history/n`)."""
+        self._append(ctx, interaction, outcome, None,
+                     [Entity(ref, outcome="stored" if outcome == "permit" else "refused")
+                      for ref in references], outcome_desc)
+
     # -- reads -------------------------------------------------------------------------------
 
     def check_purpose(self, ctx: AccessContext, interaction: str) -> Decision:

@@ -9,6 +9,7 @@ reported while the rest are kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -86,8 +87,24 @@ def _walk(node: Any, steps: list[str]) -> list[Any]:
     return _walk(node.get(steps[0]), steps[1:])
 
 
-def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
-    """Validate and map one Bundle; raise RecordError with a readable reason."""
+def entry_key(entry: dict[str, Any]) -> str:
+    """What identifies an entry's resource at its sender: its id, else its fullUrl, else (a
+    POST with neither) a digest of its content, so a resent Bundle maps to the same ids."""
+    resource = entry["resource"]
+    if resource.get("id"):
+        return str(resource["id"])
+    if entry.get("fullUrl"):
+        return str(entry["fullUrl"])
+    canonical = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+    return "content:" + hashlib.sha256(canonical).hexdigest()
+
+
+def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
+               ) -> MappedRecord:
+    """Validate and map one Bundle; raise RecordError with a readable reason.
+
+    `sender_org`: the authenticated sender's organisation (the FHIR API's caller), which is
+    then the source organisation whatever the Bundle says."""
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -117,7 +134,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
             warnings.append(f"entry {position} left out: {problem}")
     resources = [e["resource"] for _, e in entries if isinstance(e.get("resource"), dict)]
     whole = ResourceRecord(resources)
-    source_org = evaluate_on(mapping, mapping.source_org, whole)
+    source_org = sender_org or evaluate_on(mapping, mapping.source_org, whole)
     if not source_org:
         raise RecordError("source organisation not found in the Bundle")
     record_key = evaluate_on(mapping, mapping.record_key, whole) if mapping.record_key else None
@@ -130,10 +147,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
         if not isinstance(resource, dict):
             continue
         rtype, sender_id = str(resource["resourceType"]), str(resource.get("id") or "")
-        key = sender_id or str(entry.get("fullUrl") or "")
-        if not key:
-            raise RecordError(f"{rtype} entry has neither id nor fullUrl")
-        ours = f"{rtype}/{resource_id(mapping.feed, rtype, key)}"
+        ours = f"{rtype}/{resource_id(mapping.feed, rtype, entry_key(entry))}"
         if entry.get("fullUrl"):
             new_refs[str(entry["fullUrl"])] = ours
         if sender_id:
@@ -152,9 +166,8 @@ def map_bundle(mapping: FeedMapping, raw: bytes) -> MappedRecord:
             continue
         body = _rewrite_references(json.loads(json.dumps(resource)), new_refs)
         rtype = str(body["resourceType"])
-        key = str(resource.get("id") or entry.get("fullUrl"))
-        body["id"] = new_refs[f"{rtype}/{resource['id']}"].split("/")[1] if resource.get(
-            "id") else new_refs[str(entry["fullUrl"])].split("/")[1]
+        key = entry_key(entry)
+        body["id"] = resource_id(mapping.feed, rtype, key)
         try:
             _check_nulls(body, rtype)
             validate_resource(body)  # the only validation of FHIR-feed resources

@@ -212,14 +212,12 @@ class Pipeline:
         """Ingest a single message now (the MLLP listener's and the FHIR API's path).
 
         `source_org`: the sender as authenticated (e.g. a partner's token), which then is the
-        provenance of what it sent, whatever the message says."""
+        provenance of what it sent, whatever the message says (FHIR feeds)."""
         stats = IngestStats(feed)
         todo = self._store_raw(feed, [message], stats)
         if not todo:
             return Outcome("duplicate", None)
-        prepared = [prepare(self.mapping(feed), message.raw)]
-        if source_org and prepared[0].error is None:
-            prepared[0].source_org = source_org
+        prepared = [prepare(self.mapping(feed), message.raw, source_org)]
         reasons = self._store_prepared(feed, todo, prepared, stats)
         status = "accepted" if stats.accepted else "quarantined"
         return Outcome(status, reasons[0] if reasons else None)

@@ -36,10 +36,12 @@ class Prepared:
     error: str | None = None
 
 
-def prepare(mapping: FeedMapping, raw: bytes) -> Prepared:
-    """Parse, map and validate; never raises for bad input (the reason is in `error`)."""
+def prepare(mapping: FeedMapping, raw: bytes, sender_org: str | None = None) -> Prepared:
+    """Parse, map and validate; never raises for bad input (the reason is in `error`).
+
+    `sender_org`: for FHIR feeds, the authenticated sender (see `map_bundle`)."""
     try:
-        mapped = _map(mapping, raw)
+        mapped = _map(mapping, raw, sender_org)
         resources = []
         for item in mapped.resources:
             if mapping.format != "fhir":  # map_bundle validates each entry itself (a batch
@@ -52,11 +54,11 @@ def prepare(mapping: FeedMapping, raw: bytes) -> Prepared:
                     mapped.retired_record_id)
 
 
-def _map(mapping: FeedMapping, raw: bytes) -> MappedRecord:
+def _map(mapping: FeedMapping, raw: bytes, sender_org: str | None) -> MappedRecord:
     if mapping.format == "csv":
         return map_record(mapping, parse_csv_message(raw, mapping.csv))
     if mapping.format == "fhir":
-        return map_bundle(mapping, raw)
+        return map_bundle(mapping, raw, sender_org)
     from unified_record.ingest.hl7_record import parse_hl7_record
 
     return map_record(mapping, parse_hl7_record(raw))
