@@ -333,3 +333,40 @@ def test_partner_transaction_is_stored_matched_and_answered(linked: Linked) -> N
     assert linked.api.post("/fhir", content=b"{nope", headers=headers).status_code == 400
     assert linked.api.post("/fhir", content=b"<xml/>", headers={
         **writer, "Content-Type": "application/xml"}).status_code == 415
+
+
+def test_a_consent_posted_by_governance_is_enforced_at_once(linked: Linked) -> None:
+    from unified_record.consent.policy import load_policy
+    from unified_record.consent.records import build_consent
+
+    partner = linked.token()
+    officer = {**linked.token(role="governance_officer", scope="system/Consent.cruds",
+                              org="E08000035"), "X-Purpose-Of-Use": "HCOMPL"}
+    headers = linked.token()
+    client, _ = _encounter_patient(linked, headers)
+    before = linked.get(f"/fhir/Encounter?patient={client}", partner)
+    assert before["total"] > 0
+
+    policy = load_policy(linked.settings.resolved_consent_dir)
+    objection = build_consent(policy, client_id=client, effect="deny")
+    created = linked.api.post("/fhir/Consent", json=objection,
+                              headers={**officer, "Content-Type": "application/fhir+json"})
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"].endswith("/_history/1")
+    consent_id = created.json()["id"]
+
+    after = linked.get(f"/fhir/Encounter?patient={client}", partner)
+    assert after["total"] == 0
+    assert any(e["search"]["mode"] == "outcome" for e in after["entry"])
+
+    # Only governance roles record consents; a malformed one is a 422, nothing stored.
+    writer = linked.token(scope="system/*.cruds")
+    refused = linked.api.post("/fhir/Consent", json=objection,
+                              headers={**writer, "Content-Type": "application/fhir+json"})
+    assert refused.status_code == 403, refused.text
+    broken = {**objection, "patient": {"reference": "Patient/no-such-client"}}
+    bad = linked.api.post("/fhir/Consent", json=broken,
+                          headers={**officer, "Content-Type": "application/fhir+json"})
+    assert bad.status_code == 422, bad.text
+    kept = linked.get(f"/fhir/Consent/{consent_id}", officer)
+    assert kept["provision"]["type"] == "deny"

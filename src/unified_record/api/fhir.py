@@ -17,6 +17,7 @@ from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
 from unified_record.api.guard import Guard, refusals
 from unified_record.api.responses import FHIR_JSON, FHIRResponse
+from unified_record.consent.records import ConsentError
 from unified_record.ingest import Pipeline
 from unified_record.ingest.fhir_bundle import entry_key
 from unified_record.ingest.mapping import resource_id
@@ -86,6 +87,40 @@ async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
     guard = Guard.of(request, caller)
     response: FHIRResponse = await run_in_threadpool(_store_bundle, request, guard, raw, bundle)
     return response
+
+
+@router.post("/Consent", response_class=FHIRResponse, status_code=201,
+             summary="create a Consent",
+             description="Record a person's consent or objection (FHIR Consent, scope "
+                         "patient-privacy, patient = a unified client). Governance roles only, "
+                         "as the policy says; audited.", responses=_FHIR)
+async def create_consent(request: Request, caller: CallerDep) -> FHIRResponse:
+    check_scope(caller, "Consent", Interaction.CREATE)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _FHIR_CONTENT_TYPES:
+        raise FHIRError(415, "not-supported", "send the Consent as application/fhir+json")
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise FHIRError(400, "invalid", "the body is not valid JSON") from None
+    if not isinstance(body, dict) or body.get("resourceType") != "Consent":
+        raise FHIRError(422, "processing", "POST /fhir/Consent takes a Consent")
+    guard = Guard.of(request, caller)
+    stored: dict[str, Any] = await run_in_threadpool(_record_consent, request, guard, body)
+    version = stored["meta"]["versionId"]
+    return FHIRResponse(stored, status_code=201, headers={
+        "Location": f"{_base(request)}/Consent/{stored['id']}/_history/{version}",
+        "ETag": f'W/"{version}"'})
+
+
+def _record_consent(request: Request, guard: Guard, body: dict[str, Any]) -> dict[str, Any]:
+    with _uow(request) as uow, refusals():
+        try:
+            stored = guard.point.record_consent(uow.session, uow.resources, guard.ctx, body)
+        except ConsentError as exc:
+            raise FHIRError(422, "processing", str(exc)) from None
+        uow.commit()
+    return stored
 
 
 def _parse_bundle(raw: bytes) -> dict[str, Any]:
