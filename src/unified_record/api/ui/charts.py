@@ -55,7 +55,7 @@ def waterfall(bars: Sequence[Bar], title: str, *, label_width: int = 300,
         parts.append(f'<text x="{label_width + chart_width + 4}" y="{y + 15}" font-size="12" '
                      f'fill="#0b0c0c">{bar.end - bar.start:+.2f}</text>')
     axis = 4 + len(bars) * row
-    for value in (low, 0.0, high):
+    for value in sorted({round(low, 1), 0.0, round(high, 1)}):
         parts.append(f'<text x="{x(value):.1f}" y="{axis + 12}" text-anchor="middle" '
                      f'font-size="11" fill="#0b0c0c">{value:.1f}</text>')
     parts.append("</svg>")

@@ -131,6 +131,8 @@ def _concept(value: Any) -> str:
         return str(value) if value else ""
     if value.get("text"):
         return str(value["text"])
+    if "coding" not in value and (value.get("display") or value.get("code")):
+        return str(value.get("display") or value.get("code"))  # a Coding
     for coding in value.get("coding") or []:
         if coding.get("display") or coding.get("code"):
             return str(coding.get("display") or coding.get("code"))
@@ -196,13 +198,19 @@ def _demographics(sources: Iterable[Found], organisations: Any) -> list[dict[str
         }
         for label, found_values in values.items():
             for value in found_values:
-                if source not in rows[label][value]:
-                    rows[label][value].append(source)
+                # The same value written differently (case, spacing) is not a conflict.
+                same = next((v for v in rows[label] if _fold(v) == _fold(value)), value)
+                if source not in rows[label][same]:
+                    rows[label][same].append(source)
     order = ("Name", "Date of birth", "Gender", "NHS number", "Address", "Phone",
              "Date of death")
     return [{"label": label, "values": [{"value": v, "sources": s}
                                         for v, s in rows[label].items()],
              "conflict": len(rows[label]) > 1} for label in order if rows.get(label)]
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 def _may_break_glass(request: Request, role: str) -> bool:
