@@ -619,6 +619,8 @@ def link_evaluate(
 def demo(
     people: int = typer.Option(2_000, "--people", "-n", help="Size of the demo population."),
     out: Path = typer.Option(Path("var/demo"), "--out", help="Where the demo writes its feeds."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="End by serving the API "
+                               "(until Ctrl-C) with a demo partner system and a token."),
 ) -> None:
     """Run the whole demo on the embedded defaults."""
     import time
@@ -639,3 +641,6 @@ def demo(
     Console().print(f"Stored, encrypted, in [bold]{settings.database_url}[/bold].")
     _run_linkage(settings, None, quiet=False)
     link_evaluate(truth=out / "truth.csv", as_json=False)  # the generator's ground truth
+    from unified_record.cli_api import serve_demo
+
+    serve_demo(settings, block=serve)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -132,6 +133,32 @@ def _read_jwks(path: Path) -> dict[str, Any]:
     return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
+@clients_app.command("token")
+def clients_token(
+    client_id: str = typer.Argument(..., help="The registered client's id."),
+    key: Path = typer.Option(..., "--key", help="The client's private key (a JWK file)."),
+    scope: str = typer.Option("system/*.rs", "--scope", help="Scopes to ask for."),
+) -> None:
+    """Get an access token the SMART Backend Services way (sign an assertion with the
+    client's private key, exchange it at the token endpoint); prints the token."""
+    from unified_record.security.client_assertion import (
+        TokenRequestError,
+        request_token,
+        sign_assertion,
+    )
+
+    settings = _settings()
+    token_url = f"{settings.resolved_public_url}/oauth/token"
+    try:
+        private = json.loads(key.read_text(encoding="utf-8"))
+        answer = request_token(token_url, sign_assertion(private, client_id, token_url), scope)
+    except (OSError, ValueError) as exc:
+        _fail(f"{key}: not a private JWK ({type(exc).__name__})")
+    except TokenRequestError as exc:
+        _fail(str(exc))
+    typer.echo(answer["access_token"])
+
+
 def serve() -> None:
     """Serve the API under uvicorn (UR_HOST, UR_PORT, UR_WORKERS)."""
     import uvicorn
@@ -152,3 +179,75 @@ def serve() -> None:
                f"on {settings.host}:{settings.port} with {settings.workers} worker(s)")
     uvicorn.run("unified_record.api:create_app", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, server_header=False)
+
+
+DEMO_SCOPES = "system/*.rs"
+
+
+def serve_demo(settings: Settings, *, block: bool = True) -> str:
+    """The demo's last step: register a demo partner system (its private key in a 0600 file),
+    serve the API, get it a token the SMART way, and print what to try. Returns the token.
+
+    With `block` it serves until interrupted (Ctrl-C); without, it stops after printing.
+    """
+    import threading
+    import time
+
+    import sqlalchemy as sa
+    import uvicorn
+    from joserfc.jwk import ECKey
+
+    from unified_record.api import create_app
+    from unified_record.security._private_file import write_private_file
+    from unified_record.security.client_assertion import request_token, sign_assertion
+    from unified_record.store import OAuthClientRepository, make_engine, make_session_factory
+    from unified_record.store.models import ClientRow
+
+    key = ECKey.generate_key("P-384", parameters={"kid": "demo-partner"})
+    key_file = settings.data_dir / "demo-partner-key.json"
+    write_private_file(key_file, json.dumps(key.as_dict(private=True)).encode(), replace=True)
+    engine = make_engine(settings.database_url)
+    try:
+        client = OAuthClientRepository(make_session_factory(engine)).add(
+            name="Demo partner system", organisation="A81001", role="partner_system",
+            scopes=DEMO_SCOPES, jwks={"keys": [key.as_dict(private=False)]})
+        with engine.connect() as conn:
+            sample_client = conn.scalar(sa.select(ClientRow.id).where(
+                ClientRow.status == "active").order_by(ClientRow.id).limit(1))
+    finally:
+        engine.dispose()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host,
+                                           port=settings.port, log_level="warning",
+                                           server_header=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if not thread.is_alive():
+        _fail(f"could not serve on {settings.host}:{settings.port} (in use?)")
+    base = settings.resolved_public_url
+    token_url = f"{base}/oauth/token"
+    token = request_token(token_url, sign_assertion(key.as_dict(private=True),
+                                                    client.client_id, token_url),
+                          DEMO_SCOPES)["access_token"]
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    typer.echo(f"""
+The FHIR API is serving at {base}/fhir (web pages at {base}/ui).
+Demo partner system: client id {client.client_id}, private key {key_file}
+A token for the next 5 minutes (a fresh one: unified-record clients token \
+  {client.client_id} --key {key_file}):
+
+TOKEN={token}
+
+Try:
+  curl {base}/fhir/metadata
+  curl {auth} '{base}/fhir/Patient?birthdate=ge1950&_count=5'
+  curl {auth} '{base}/fhir/Patient/{sample_client}/$everything'
+""")
+    if block:
+        with contextlib.suppress(KeyboardInterrupt):
+            thread.join()
+    server.should_exit = True
+    thread.join(timeout=10)
+    return str(token)
