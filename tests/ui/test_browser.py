@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from conftest import REPO, build_sample
 from sqlalchemy.orm import Session
+from ui_support import REPO, build_sample
 
 from unified_record.api import create_app
 from unified_record.store.models import LinkagePairRow, LinkageRunRow

@@ -12,10 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import Sample, build_sample, csrf_of
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from ui_support import Sample, build_sample, csrf_of
 
 from unified_record.api import create_app
 from unified_record.security.login import DEMO_USERS, WEB_CLIENT_ID
