@@ -291,6 +291,10 @@ def test_steward_reviews_a_possible_match(site: Site) -> None:
     done = steward.post(f"/ui/review/{left}/{right}", data={
         "csrf_token": token, "decision": "not_a_match", "reason": "different mothers"})
     assert done.status_code == 200 and "Decision recorded" in done.text
+    audited = [r.event for r in site.app.state.enforcement.audit.entries()
+               if r.event["subtype"][0]["code"] == "link-decision"]
+    assert audited and {e["what"]["reference"] for e in audited[-1]["entity"]} >= {
+        f"Patient/{left}", f"Patient/{right}"}
     assert f"/ui/review/{left}/{right}" not in done.text
     assert steward.get("/ui/quality").status_code == 200
     worker = site.sign_in("social_worker")

@@ -1,8 +1,13 @@
 """The data steward's pages: the review queue of possible matches, each pair side by side
-with the model's explanation (a waterfall of match weights), and the decision form."""
+with the model's explanation (a waterfall of match weights), and the decision form.
+
+The two records are read through the access guard (the steward's purpose RECORDMGT gives
+demographics only); a decision is taken by `linkage.review.decide` and audited in the same
+transaction."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,6 +27,7 @@ from unified_record.api.ui.session import (
     uow,
 )
 from unified_record.api.ui.templating import render
+from unified_record.audit.events import Entity, audit_event
 from unified_record.linkage.explain import ExplainError, Explanation, explain_pair
 from unified_record.linkage.index import MODEL_FILE_NAME
 from unified_record.linkage.model import ModelError, load_model
@@ -121,6 +127,9 @@ def decide_pair(left: str, right: str, request: Request, form: FormDep,
                            "not_a_match": ("not_a_match", left, right),
                            "unlink_left": ("unlink", left, None),
                            "unlink_right": ("unlink", right, None)}[choice]
+    g = guard(request, user)
+    point = enforcement(request)
+    point.check_purpose(g.ctx, "link-decision")  # refused and audited for a wrong purpose
     with uow(request) as unit:
         try:
             outcome = decide(unit.session, state.keyring, state.blind_index, kind,  # type: ignore[arg-type]
@@ -128,6 +137,16 @@ def decide_pair(left: str, right: str, request: Request, form: FormDep,
                              auto_link_threshold=state.settings.link_auto_threshold)
         except DecisionError as exc:
             return _pair_page(request, user, left, right, str(exc), form, 400)
+        # The decision and its audit entry commit together (ids only; the reason is kept,
+        # encrypted, with the decision).
+        point.audit.append(audit_event(
+            subtype="link-decision", agent=g.ctx.agent, recorded=datetime.now(UTC),
+            purpose=g.ctx.purpose, client_id=outcome.clients.get(record),
+            entities=[Entity(f"Patient/{uid}", outcome=kind)
+                      for uid in (record, other) if uid is not None],
+            source_address=g.ctx.source_address,
+            outcome_desc=f"steward decision {outcome.decision_id} ({kind})"),
+            session=unit.session)
         unit.commit()
     request.session["flash"] = (f"Decision recorded ({kind.replace('_', ' ')}); "
                                 f"{outcome.changes.created} client(s) created, "

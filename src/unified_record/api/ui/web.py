@@ -33,6 +33,7 @@ from unified_record.api.ui.session import (
 from unified_record.api.ui.settings import UISettings, load_ui_settings
 from unified_record.api.ui.templating import render
 from unified_record.config import Settings
+from unified_record.consent.enforcement import AccessRefused
 from unified_record.security.login import WEB_CLIENT_ID
 
 __all__ = ["mount_ui"]
@@ -102,6 +103,13 @@ def _install_handlers(ui: FastAPI) -> None:
             "title": "The form could not be accepted",
             "message": "The form had expired or did not come from this service. Go back, "
                        "reload the page and try again."}, status=403)
+
+    @ui.exception_handler(AccessRefused)
+    async def purpose_refused(request: Request, _exc: AccessRefused) -> Response:
+        return render(request, "error.html", {
+            "title": "Access refused",
+            "message": "Your role may not do this for the purpose of use you chose. Change "
+                       "the purpose of use, or ask information governance."}, status=403)
 
     @ui.exception_handler(FHIRError)
     async def refused(request: Request, exc: FHIRError) -> Response:
