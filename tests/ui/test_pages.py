@@ -254,7 +254,7 @@ def test_governance_consents_objection_and_reports(site: Site) -> None:
     assert denied.status_code == 200 and f"/ui/governance/clients/{client}" in denied.text
     dashboard = officer.get("/ui/governance")
     assert dashboard.status_code == 200 and "Verified" in dashboard.text
-    assert dashboard.text.count("<svg") == 3
+    assert dashboard.text.count("<svg") == 2
     quality = officer.get("/ui/quality")
     assert quality.status_code == 200 and "Active clients" in quality.text
     worker_home = worker.get("/ui/quality")

@@ -9,9 +9,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bar", "bar_chart", "waterfall"]
+__all__ = ["Bar", "bar_chart", "stacked_chart", "waterfall"]
 
 BLUE, GREEN, RED = "#1d70b8", "#00703c", "#d4351c"
+PALETTE = ("#1d70b8", "#f47738", "#00703c", "#4c2c92", "#d4351c", "#28a197", "#b58840",
+           "#505a5f")
 
 
 @dataclass(frozen=True)
@@ -63,27 +65,70 @@ def waterfall(bars: Sequence[Bar], title: str, *, label_width: int = 300,
 
 
 def bar_chart(values: Sequence[tuple[str, float]], title: str, *, colour: str = BLUE,
-              height: int = 180) -> str:
-    """Vertical bars, one per (label, value), labels under the bars."""
+              height: int = 160) -> str:
+    """Vertical bars, one per (label, value), labels under the bars (at most 12 shown)."""
     count = max(len(values), 1)
-    step = max(min(48, 640 // count), 6)
-    width = 40 + step * count
+    step = max(min(80, 640 // count), 6)
+    width = max(50 + step * count, 320)
     top = max((v for _, v in values), default=0) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="ur-chart" '
-             f'viewBox="0 0 {width} {height + 40}" width="100%" '
-             f'preserveAspectRatio="xMinYMin meet"><title>{_esc(title)}</title>',
-             f'<line x1="36" y1="{height}" x2="{width}" y2="{height}" stroke="#505a5f"/>',
-             f'<text x="32" y="12" text-anchor="end" font-size="11" fill="#0b0c0c">'
+             f'viewBox="0 0 {width} {height + 30}" width="{width}" height="{height + 30}">'
+             f"<title>{_esc(title)}</title>",
+             f'<line x1="46" y1="{height}" x2="{width}" y2="{height}" stroke="#505a5f"/>',
+             f'<text x="42" y="14" text-anchor="end" font-size="12" fill="#0b0c0c">'
              f'{top:g}</text>',
-             f'<text x="32" y="{height}" text-anchor="end" font-size="11" fill="#0b0c0c">0</text>']
-    label_every = max(1, count // 12)
+             f'<text x="42" y="{height}" text-anchor="end" font-size="12" fill="#0b0c0c">0</text>']
+    label_every = max(1, -(-count // 12))
     for i, (label, value) in enumerate(values):
         h = value / top * (height - 10)
-        x = 40 + i * step
-        parts.append(f'<rect x="{x}" y="{height - h:.1f}" width="{step - 2}" height="{h:.1f}" '
-                     f'fill="{colour}"><title>{_esc(label)}: {value:g}</title></rect>')
+        x = 50 + i * step
+        parts.append(f'<rect x="{x}" y="{height - h:.1f}" width="{max(step - 4, 2)}" '
+                     f'height="{h:.1f}" fill="{colour}"><title>{_esc(label)}: {value:g}</title>'
+                     "</rect>")
         if i % label_every == 0:
-            parts.append(f'<text x="{x}" y="{height + 14}" font-size="10" fill="#0b0c0c">'
-                         f'{_esc(label[-5:])}</text>')
+            shown = label if len(label) <= max(step * label_every // 7, 5) else label[-5:]
+            parts.append(f'<text x="{x}" y="{height + 16}" font-size="12" fill="#0b0c0c">'
+                         f'{_esc(shown)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def stacked_chart(columns: Sequence[str], series: Sequence[tuple[str, Sequence[float]]],
+                  title: str, *, height: int = 160) -> str:
+    """Vertical stacked bars: one bar per column, one coloured part per series, a legend."""
+    count = max(len(columns), 1)
+    step = max(min(60, 640 // count), 6)
+    width = max(50 + step * count, 320)
+    totals = [sum(values[i] for _, values in series) for i in range(len(columns))]
+    top = max(totals, default=0) or 1
+    per_row = max(1, (width - 50) // 130)
+    legend_rows = -(-len(series) // per_row)
+    full = height + 30 + 20 * legend_rows
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="ur-chart" '
+             f'viewBox="0 0 {width} {full}" width="{width}" height="{full}">'
+             f"<title>{_esc(title)}</title>",
+             f'<line x1="46" y1="{height}" x2="{width}" y2="{height}" stroke="#505a5f"/>',
+             f'<text x="42" y="14" text-anchor="end" font-size="12" fill="#0b0c0c">{top:g}</text>',
+             f'<text x="42" y="{height}" text-anchor="end" font-size="12" fill="#0b0c0c">0</text>']
+    label_every = max(1, -(-count // 8))
+    for i, column in enumerate(columns):
+        x, base = 50 + i * step, float(height)
+        for k, (name, values) in enumerate(series):
+            h = values[i] / top * (height - 10)
+            if h <= 0:
+                continue
+            base -= h
+            parts.append(f'<rect x="{x}" y="{base:.1f}" width="{max(step - 4, 2)}" '
+                         f'height="{h:.1f}" fill="{PALETTE[k % len(PALETTE)]}">'
+                         f"<title>{_esc(column)}, {_esc(name)}: {values[i]:g}</title></rect>")
+        if i % label_every == 0:
+            parts.append(f'<text x="{x}" y="{height + 16}" font-size="12" fill="#0b0c0c">'
+                         f"{_esc(column[-5:])}</text>")
+    for k, (name, _) in enumerate(series):
+        lx, ly = 50 + (k % per_row) * 130, height + 30 + (k // per_row) * 20
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" '
+                     f'fill="{PALETTE[k % len(PALETTE)]}"/>'
+                     f'<text x="{lx + 16}" y="{ly + 11}" font-size="12" fill="#0b0c0c">'
+                     f"{_esc(name[:18])}</text>")
     parts.append("</svg>")
     return "".join(parts)

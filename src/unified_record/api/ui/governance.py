@@ -9,13 +9,13 @@ audit entries and Consent records are read through the access guard like any rec
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from unified_record.api.ui.charts import bar_chart
+from unified_record.api.ui.charts import stacked_chart
 from unified_record.api.ui.session import (
     FormDep,
     WebUser,
@@ -61,29 +61,32 @@ def dashboard(request: Request, user: WebUser = Officer) -> Response:
     g = guard(request, user)
     point.check_purpose(g.ctx, "search-type")  # refused (and audited) for a wrong purpose
     records = point.audit.entries()
-    by_day: Counter[str] = Counter()
-    by_purpose: Counter[str] = Counter()
-    by_org: Counter[str] = Counter()
+    by_purpose: dict[str, Counter[str]] = defaultdict(Counter)
+    by_org: dict[str, Counter[str]] = defaultdict(Counter)
     for record in records:
         line = access_line(record)
-        by_day[line.recorded[:10]] += 1
-        by_purpose[line.purpose or "(none)"] += 1
-        by_org[line.organisation or "(none)"] += 1
-    days = sorted(by_day)[-30:]
+        day = line.recorded[:10]
+        by_purpose[line.purpose or "(none)"][day] += 1
+        by_org[line.organisation or "(none)"][day] += 1
+    days = sorted({d for counts in by_purpose.values() for d in counts})[-30:]
+    plots = []
+    for key, heading, groups in (("purpose", "Accesses over time by purpose of use",
+                                  by_purpose),
+                                 ("organisation", "Accesses over time by organisation",
+                                  by_org)):
+        names = sorted(groups)
+        series = [(n, [float(groups[n][d]) for d in days]) for n in names]
+        plots.append({"id": f"by-{key}", "heading": heading, "names": names,
+                      "chart": stacked_chart(days, series, f"{heading}, last 30 days "
+                                                           "(the table has the numbers)"),
+                      "rows": [(d, [groups[n][d] for n in names]) for d in days]})
     signer = load_audit_signer(state.settings)
     report = verify_audit_log(state.engine, load_verify_keys(state.settings, signer))
     with uow(request) as unit:
         open_reviews = len(list_grants(unit.session, state.keyring, open_only=True))
     return render(request, "governance.html", {
         "title": "Information governance", "report": report, "open_reviews": open_reviews,
-        "entries": len(records),
-        "day_chart": bar_chart([(d, by_day[d]) for d in days],
-                               "Audit entries per day (last 30 days)"),
-        "days": [(d, by_day[d]) for d in days],
-        "purpose_chart": bar_chart(sorted(by_purpose.items()), "Audit entries by purpose"),
-        "purposes": sorted(by_purpose.items()),
-        "org_chart": bar_chart(sorted(by_org.items()), "Audit entries by organisation"),
-        "orgs": sorted(by_org.items())})
+        "entries": len(records), "plots": plots})
 
 
 @router.get("/client", response_class=HTMLResponse)
