@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.capability_statement = capability_statement(fhir_base, token_url,
                                                           resource_capabilities())
     install_error_handlers(app)
-    limits.install(app, settings.max_body_bytes)
+    limits.install(app, settings)
     app.include_router(oauth.router)
     app.include_router(fhir.router)
     mount_ui(app)  # the web pages under /ui

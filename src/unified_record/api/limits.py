@@ -1,4 +1,13 @@
-"""A request-body size limit (``UR_MAX_BODY_BYTES``), enforced before any route reads it.
+"""Limits on what one request may ask of a worker: its body size and its turn.
+
+**Concurrency** (``UR_MAX_CONCURRENT_REQUESTS``, per worker): at most that many requests are
+in progress at once; the others wait in the event loop, holding nothing. A request can hold
+two database connections at the same time (its unit of work, and the audit log's own short
+transaction), so with more requests in flight than half the connection pool, each can hold
+one connection while waiting for a second that no one frees until the pool gives up (30 s,
+then a 500). Under load that is what happened (issue 6's benchmark: timeouts, not slowness).
+
+**Body size** (``UR_MAX_BODY_BYTES``), enforced before any route reads the body.
 
 A request that declares a larger `Content-Length` is answered 413 at once, without reading
 a byte of its body. A body sent without a length (chunked) is counted as it arrives; the
@@ -9,18 +18,44 @@ sees a partial body, so nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
+from weakref import WeakKeyDictionary
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unified_record.api.responses import outcome_response
+from unified_record.config import Settings
 
-__all__ = ["BodySizeLimit", "install"]
+__all__ = ["BodySizeLimit", "ConcurrencyLimit", "install"]
 
 
-def install(app: FastAPI, max_bytes: int) -> None:
-    app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
+def install(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
+    # Added last, so outermost: an oversized request is refused without waiting its turn.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+
+class ConcurrencyLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        # One semaphore per event loop (a test may serve the same app from several loops).
+        self._semaphores: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            WeakKeyDictionary())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.limit)
+        async with semaphore:
+            await self.app(scope, receive, send)
 
 
 def _too_large(max_bytes: int) -> str:
