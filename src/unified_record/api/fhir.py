@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
+from unified_record.api import openapi_docs as docs
 from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
 from unified_record.api.guard import Guard, refusals
@@ -39,7 +40,7 @@ _FHIR: dict[int | str, dict[str, Any]] = {200: {"content": {FHIR_JSON: {}}}}
 
 @router.get("/metadata", response_class=FHIRResponse, summary="CapabilityStatement",
             description="What this server implements, and how to get a token (SMART on "
-                        "FHIR). No token needed.", responses=_FHIR)
+                        "FHIR). No token needed.", **docs.CAPABILITIES)
 def metadata(request: Request) -> FHIRResponse:
     return FHIRResponse(request.app.state.capability_statement)
 
@@ -74,7 +75,7 @@ _FHIR_CONTENT_TYPES = ("application/fhir+json", "application/json")
              description="A FHIR transaction or batch Bundle from a partner system, stored "
                          "through the ingest pipeline (the raw Bundle first, then mapped and "
                          "validated); answers a transaction-response or batch-response Bundle.",
-             responses=_FHIR)
+             **docs.TRANSACTION)
 async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _FHIR_CONTENT_TYPES:
@@ -198,7 +199,7 @@ def _entry_failed(reason: str) -> dict[str, Any]:
 
 
 @router.get("/{resource_type}/{resource_id}", response_class=FHIRResponse, summary="read",
-            responses=_FHIR)
+            **docs.READ)
 def read(resource_type: TypeDep, resource_id: IdPath, request: Request,
          caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.READ)
@@ -221,7 +222,7 @@ def read(resource_type: TypeDep, resource_id: IdPath, request: Request,
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}",
-            response_class=FHIRResponse, summary="vread", responses=_FHIR)
+            response_class=FHIRResponse, summary="vread", **docs.VREAD)
 def vread(resource_type: TypeDep, resource_id: IdPath, version_id: str, request: Request,
           caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.VREAD)
@@ -244,7 +245,7 @@ def vread(resource_type: TypeDep, resource_id: IdPath, version_id: str, request:
 
 
 @router.get("/{resource_type}/{resource_id}/_history", response_class=FHIRResponse,
-            summary="history (instance)", responses=_FHIR)
+            summary="history (instance)", **docs.HISTORY)
 def history(resource_type: TypeDep, resource_id: IdPath, request: Request,
             caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.HISTORY_INSTANCE)
@@ -284,7 +285,7 @@ def history(resource_type: TypeDep, resource_id: IdPath, request: Request,
 
 
 @router.get("/{resource_type}", response_class=FHIRResponse, summary="search",
-            responses=_FHIR)
+            **docs.SEARCH)
 def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.SEARCH_TYPE)
     try:
@@ -311,7 +312,7 @@ def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRR
 
 
 @router.get("/Patient/{client_id}/$everything", response_class=FHIRResponse,
-            summary="everything about a unified client", responses=_FHIR)
+            summary="everything about a unified client", **docs.EVERYTHING)
 def patient_everything(client_id: IdPath, request: Request, caller: CallerDep) -> FHIRResponse:
     check_scope(caller, "Patient", Interaction.READ)
     guard = Guard.of(request, caller)
