@@ -84,7 +84,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(autouse=True)
 def checker(browser: Any, live: Live) -> Iterator[None]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    # The checker alone bypasses the pages' Content-Security-Policy, to inject axe-core.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     live.checker = context.new_page()
     yield
     context.close()

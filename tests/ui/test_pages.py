@@ -104,6 +104,8 @@ def test_session_cookie_flags_and_csrf(site: Site) -> None:
     web = site.sign_in("social_worker")
     home = web.get("/ui/")
     start = site.anonymous().get("/ui/login/start", follow_redirects=False)
+    assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+    assert home.headers["cache-control"] == "no-store"
     cookie = start.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "path=/ui" in cookie
     assert "secure" not in cookie  # plain http in tests; https_only behind TLS
@@ -167,6 +169,12 @@ def test_social_worker_finds_a_client_and_reads_the_record(site: Site) -> None:
     fuzzy = family[0] + family[1:].replace("a", "e", 1).replace("o", "u", 1)
     sounds = web.get("/ui/clients", params={"name": fuzzy, "fuzzy": "on"})
     assert f'href="/ui/clients/{client}"' in sounds.text
+    local = re.search(r"Local id</dt>.*?<li>([^ <]+)", record.text, re.DOTALL)
+    assert local, "the record shows its local ids"
+    by_local = web.get("/ui/clients", params={"local_id": local.group(1)})
+    assert f'href="/ui/clients/{client}"' in by_local.text
+    by_id = web.get("/ui/clients", params={"local_id": client})
+    assert f'href="/ui/clients/{client}"' in by_id.text
     bad = web.get("/ui/clients", params={"dob": "31/2/2001"})
     assert bad.status_code == 400 and "govuk-error-summary" in bad.text
     assert web.get("/ui/clients", params={"nhs": "12"}).status_code == 400

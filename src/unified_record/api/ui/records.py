@@ -7,9 +7,11 @@ every access is in the audit log.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +22,8 @@ from unified_record.api.ui.templating import org_name, render
 from unified_record.consent.breakglass import BreakGlassError
 from unified_record.consent.enforcement import AccessRefused
 from unified_record.consent.records import ConsentError
-from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM
+from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM
+from unified_record.ingest.mapping import MAPPINGS_DIR
 from unified_record.records import SearchError, everything, find, parse_search
 from unified_record.records.search import CODE_PATHS, DATE_PATHS, Found
 from unified_record.security.scopes import Interaction
@@ -68,12 +71,25 @@ def _search_params(form: dict[str, str]) -> tuple[list[tuple[str, str]], dict[st
             errors["nhs"] = "Enter an NHS number of 10 digits"
         else:
             params.append(("identifier", f"{NHS_NUMBER_SYSTEM}|{nhs}"))
-    if local := form.get("local_id", "").strip():
-        params.append(("identifier", local if "|" in local else f"|{local}"))
+    if local := form.get("local_id", "").strip().replace(",", ""):
+        # Any local identifier system a feed uses, or a client id.
+        params.append(("identifier", ",".join(
+            [f"{system}|{local}" for system in local_id_systems()] + [local])))
     if not params and not errors:
         errors["name"] = "Enter at least one of name, date of birth, postcode, NHS number " \
                          "or local id"
     return params, errors
+
+
+@cache
+def local_id_systems() -> tuple[str, ...]:
+    """The identifier systems the feeds' mappings give records (NHS and ODS codes aside):
+    council case numbers, hospital numbers, and so on."""
+    found: set[str] = set()
+    for path in sorted(MAPPINGS_DIR.glob("*.yaml")):
+        found |= set(re.findall(r"system:\s*[\"']?(https?://[^\s\"']+/Id/[^\s\"']+)",
+                                path.read_text("utf-8")))
+    return tuple(sorted(found - {NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM}))
 
 
 def _summary(found: Found) -> dict[str, Any]:
@@ -191,6 +207,8 @@ def _demographics(sources: Iterable[Found], organisations: Any) -> list[dict[str
                         for a in body.get("address") or []][:1],
             "NHS number": [i["value"] for i in body.get("identifier") or []
                            if i.get("system") == NHS_NUMBER_SYSTEM and i.get("value")],
+            "Local id": [i["value"] for i in body.get("identifier") or []
+                         if i.get("system") in local_id_systems() and i.get("value")],
             "Phone": [t["value"] for t in body.get("telecom") or []
                       if t.get("system") == "phone" and t.get("value")][:1],
             "Date of death": ([str(body["deceasedDateTime"])[:10]]
@@ -202,11 +220,14 @@ def _demographics(sources: Iterable[Found], organisations: Any) -> list[dict[str
                 same = next((v for v in rows[label] if _fold(v) == _fold(value)), value)
                 if source not in rows[label][same]:
                     rows[label][same].append(source)
-    order = ("Name", "Date of birth", "Gender", "NHS number", "Address", "Phone",
+    order = ("Name", "Date of birth", "Gender", "NHS number", "Local id", "Address", "Phone",
              "Date of death")
     return [{"label": label, "values": [{"value": v, "sources": s}
                                         for v, s in rows[label].items()],
-             "conflict": len(rows[label]) > 1} for label in order if rows.get(label)]
+             # Each source numbers its records its own way: several local ids conflict with
+             # nothing.
+             "conflict": len(rows[label]) > 1 and label != "Local id"}
+            for label in order if rows.get(label)]
 
 
 def _fold(text: str) -> str:
