@@ -7,12 +7,17 @@ For each batch of messages:
 3. each message's resources are stored under a savepoint and the message marked accepted,
    or it is marked quarantined with a readable reason; the batch commits once.
 
+The workers that prepare also seal each resource in advance as a new resource (canonical
+JSON, AES-GCM, blind-index HMACs: `store.batch.seal_new`), so the main process mostly
+writes rows; a resource that turns out to exist already is sealed again as its next version.
+
 A crash between 1 and 3 leaves messages `pending`; the next run processes them again, and
 resource ids derived from the source make that converge: every message stored exactly once.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +36,13 @@ from unified_record.ingest.search_values import index_values
 from unified_record.ingest.sources import SourceMessage, iter_messages
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork, make_engine, migrate
-from unified_record.store.batch import NewMessage, ResourceBatch, add_messages, mark_messages
+from unified_record.store.batch import (
+    NewMessage,
+    ResourceBatch,
+    add_messages,
+    mark_messages,
+    seal_new,
+)
 from unified_record.store.db import make_session_factory, refresh_statistics
 
 ProgressCallback = Callable[[int], None]
@@ -61,13 +72,16 @@ class Outcome:
     reason: str | None
 
 
-# Worker-process state: mappings are loaded once per worker.
+# Worker-process state: mappings and keys are loaded once per worker, at pool start.
 _worker_mappings: dict[str, FeedMapping] = {}
+_worker_keys: list[tuple[KeyRing, BlindIndex]] = []
 
 
-def _init_worker(mappings_dir: str, owner_pid: int) -> None:
+def _init_worker(mappings_dir: str, owner_pid: int, keyring: KeyRing,
+                 blind_index: BlindIndex) -> None:
     _exit_with_owner(owner_pid)
     _worker_mappings.update(load_mappings(Path(mappings_dir)))
+    _worker_keys.append((keyring, blind_index))
 
 
 def _exit_with_owner(owner_pid: int) -> None:
@@ -106,7 +120,15 @@ def _alive(pid: int) -> bool:
 
 def _prepare_batch(feed: str, raws: list[bytes]) -> list[Prepared]:
     mapping = _worker_mappings[feed]
-    return [prepare(mapping, raw) for raw in raws]
+    keyring, blind_index = _worker_keys[0]
+    return [_sealed(prepare(mapping, raw), keyring, blind_index) for raw in raws]
+
+
+def _sealed(prep: Prepared, keyring: KeyRing, blind_index: BlindIndex) -> Prepared:
+    """Seal every resource of a prepared message in advance, as if it were new."""
+    for item in prep.resources:
+        item.sealed = seal_new(keyring, blind_index, item.resource, item.labels, item.index)
+    return prep
 
 
 class Pipeline:
@@ -217,7 +239,8 @@ class Pipeline:
         todo = self._store_raw(feed, [message], stats)
         if not todo:
             return Outcome("duplicate", None)
-        prepared = [prepare(self.mapping(feed), message.raw, source_org)]
+        prepared = [_sealed(prepare(self.mapping(feed), message.raw, source_org), self.keyring,
+                            self.blind_index)]
         reasons = self._store_prepared(feed, todo, prepared, stats)
         status = "accepted" if stats.accepted else "quarantined"
         return Outcome(status, reasons[0] if reasons else None)
@@ -267,13 +290,15 @@ class Pipeline:
 
     def _prepare(self, feed: str, raws: list[bytes]) -> Future[list[Prepared]] | list[Prepared]:
         if self.workers <= 1 or not raws:
-            return [prepare(self.mapping(feed), raw) for raw in raws]
+            return [_sealed(prepare(self.mapping(feed), raw), self.keyring, self.blind_index)
+                    for raw in raws]
         if self._pool is None:
             # forkserver, not fork: a forked worker would inherit the database connections,
             # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
                                              initializer=_init_worker,
-                                             initargs=(str(self.mappings_dir), os.getpid()))
+                                             initargs=(str(self.mappings_dir), os.getpid(),
+                                                       self.keyring, self.blind_index))
         return self._pool.submit(_prepare_batch, feed, raws)
 
     def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
@@ -325,17 +350,20 @@ class Pipeline:
         if prep.retired_record_id:
             retired_id = resource_id(feed, "Patient", prep.retired_record_id)
         for item in prep.resources:
-            body = item.resource
+            body, sealed = item.resource, item.sealed
             if body["resourceType"] == "Patient":
-                body = _with_links(body, batch.get("Patient", body["id"]))
-                if retired_id and retired_id != body["id"]:
-                    _add_link(body, retired_id, "replaces")
-                    self._retire(batch, feed, message_id, prep, retired_id, body["id"])
-                if body.get("link"):
+                current = batch.get("Patient", body["id"])
+                merging = retired_id is not None and retired_id != body["id"]
+                if merging or (current and current.get("link")):
+                    body, sealed = copy.deepcopy(body), None  # changed: sealed again by put
+                    body = _with_links(body, current)
+                    if retired_id and merging:
+                        _add_link(body, retired_id, "replaces")
+                        self._retire(batch, feed, message_id, prep, retired_id, body["id"])
                     validate_resource(body)  # changed since prepare validated it
             batch.put(body, source_feed=feed, source_org=prep.source_org,
                       source_record_id=item.source_record_id, inbound_message_id=message_id,
-                      security_labels=item.labels, index_values=item.index)
+                      security_labels=item.labels, index_values=item.index, sealed=sealed)
 
     def _retire(self, batch: ResourceBatch, feed: str, message_id: str, prep: Prepared,
                 retired_id: str, surviving_id: str) -> None:

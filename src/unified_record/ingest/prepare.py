@@ -1,7 +1,8 @@
 """Turning one raw inbound message into validated FHIR resources: pure and picklable.
 
 This is the CPU-heavy part of ingest (parsing, mapping, FHIR validation), kept free of
-database and key access so a process pool can run it on every core.
+database and key access so a process pool can run it on every core. The pipeline's workers
+then seal each resource in advance (`store.batch.seal_new`), which does need the keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from unified_record.ingest.csv_adapter import parse_csv_message
 from unified_record.ingest.fhir_bundle import map_bundle
 from unified_record.ingest.mapping import FeedMapping, MappedRecord, RecordError, map_record
 from unified_record.ingest.search_values import index_values
+from unified_record.store.batch import Sealed
 
 
 @dataclass
@@ -22,6 +24,7 @@ class PreparedResource:
     source_record_id: str
     labels: list[str]
     index: list[tuple[str, str]]
+    sealed: Sealed | None = None  # encrypted in advance as a new resource (see pipeline)
 
 
 @dataclass

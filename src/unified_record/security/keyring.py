@@ -144,6 +144,11 @@ class KeyRing:
     def __repr__(self) -> str:  # never show key bytes
         return f"KeyRing(key_ids={list(self._keys)!r}, active_kid={self._active_kid!r})"
 
+    def __reduce__(self) -> tuple[type[KeyRing], tuple[dict[str, bytes], str]]:
+        """Picklable, so ingest worker processes get the ring once, when their pool starts
+        (through the process pipe; the keys are never logged or written anywhere)."""
+        return KeyRing, (dict(self._keys), self._active_kid)
+
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         """Seal under the active key; bind `aad` (e.g. table, column, row id) to the result."""
         kid = self._active_kid.encode("ascii")

@@ -6,13 +6,21 @@ blind index replaced with each version) but buffers the rows and writes them wit
 executemany per table at `flush()`. Current rows are read up front with `load()`, so a batch
 costs a handful of round trips instead of several per resource. A checkpoint lets a caller
 undo one message's puts when a later one of them fails, without a database savepoint.
+
+The CPU-heavy part of a put (canonical JSON, AES-GCM, the blind index's HMACs) can be done
+ahead of time, in the ingest worker processes, by `seal_new`: it seals a body as a new
+resource's version 1. `put(..., sealed=...)` uses that envelope when the resource is indeed
+new, and seals again itself when it is not (a new version of an existing resource).
+Rows are written with the driver's own executemany (PostgreSQL: COPY for inserts), with
+the column types' bind processing applied, so what is stored is what SQLAlchemy would store.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -40,7 +48,8 @@ from unified_record.store.resources import (
     seal_body,
 )
 
-__all__ = ["NewMessage", "ResourceBatch", "StoredMessage", "add_messages", "mark_messages"]
+__all__ = ["NewMessage", "ResourceBatch", "Sealed", "StoredMessage", "add_messages",
+           "mark_messages", "seal_new"]
 
 _CHUNK = 500  # values per IN (...) list: well under every backend's parameter limit
 
@@ -60,9 +69,50 @@ class _State:
 @dataclass
 class _Write:
     key: Key
-    row: dict[str, Any]
+    row: tuple[Any, ...]  # in the order of _RESOURCE_COLUMNS
     index: list[tuple[str, str]]
-    version: dict[str, Any] = field(default_factory=dict)
+    version: tuple[Any, ...] = ()  # in the order of _VERSION_COLUMNS
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A body sealed in advance as version 1 of a new resource (see `seal_new`)."""
+
+    body: dict[str, Any]  # labels applied, meta.versionId "1" and meta.lastUpdated stamped
+    labels: list[str]
+    last_updated: datetime
+    envelope: bytes
+    key_id: str
+    index: list[tuple[str, str]]  # (param, keyed hash), sorted
+
+
+def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, Any],
+             security_labels: Iterable[str] = (),
+             index_values: Iterable[tuple[str, str]] = ()) -> Sealed | None:
+    """Do a put's CPU work ahead of time, as if the resource were new (version 1).
+
+    None when the body has no valid type and id, or unknown labels: `put` then raises as
+    it always has. The caller keeps the key material; nothing here touches the database.
+    """
+    body = dict(resource)
+    body["meta"] = dict(body.get("meta") or {})
+    try:
+        _check_type(body.get("resourceType"))
+        labels = _apply_security_labels(body, security_labels)
+    except ValueError:
+        return None
+    rid = body.get("id")
+    if not isinstance(rid, str) or not _ID_RE.fullmatch(rid):
+        return None
+    now = _now()
+    envelope = seal_body(cipher, body, 1, now)
+    return Sealed(body, labels, now, envelope, cipher.key_id_of(envelope),
+                  _digests(blind_index, index_values))
+
+
+def _digests(blind_index: BlindIndexer, values: Iterable[tuple[str, str]]
+             ) -> list[tuple[str, str]]:
+    return sorted({(p, blind_index.digest(p, v)) for p, v in values})
 
 
 class ResourceBatch:
@@ -82,13 +132,15 @@ class ResourceBatch:
     def load(self, keys: Iterable[Key], sources: Iterable[SourceKey] = ()) -> None:
         """Read the current rows of these resources (and source-record owners) in bulk."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self._states]
+        reader = _RawWriter(self._session)
         for resource_type, ids in _group(wanted):
             for chunk in _chunks(ids):
-                stmt = sa.select(ResourceRow.id, ResourceRow.version_id, ResourceRow.deleted,
-                                 ResourceRow.body).where(ResourceRow.resource_type ==
-                                                         resource_type, ResourceRow.id.in_(chunk))
-                for rid, version_id, deleted, body in self._session.execute(stmt):
-                    self._states[(resource_type, rid)] = _State(version_id, deleted, body, True)
+                found = reader.select("SELECT id, version_id, deleted, body FROM resource "
+                                      "WHERE resource_type = ? AND id IN ({})",
+                                      resource_type, chunk)
+                for rid, version_id, deleted, body in found:
+                    self._states[(resource_type, rid)] = _State(version_id, bool(deleted),
+                                                                bytes(body), True)
         for key in wanted:
             self._states.setdefault(key, None)
         by_feed: dict[tuple[str, str], list[str]] = {}
@@ -98,10 +150,11 @@ class ResourceBatch:
                 self._sources[src] = None
         for (resource_type, feed), record_ids in by_feed.items():
             for chunk in _chunks(record_ids):
-                owners = sa.select(ResourceRow.source_record_id, ResourceRow.id).where(
-                    ResourceRow.resource_type == resource_type, ResourceRow.source_feed == feed,
-                    ResourceRow.source_record_id.in_(chunk))
-                for record_id, rid in self._session.execute(owners):
+                owners = reader.select("SELECT source_record_id, id FROM resource "
+                                       "WHERE resource_type = ? AND source_feed = ? "
+                                       "AND source_record_id IN ({})",
+                                       resource_type, chunk, feed)
+                for record_id, rid in owners:
                     self._sources[(resource_type, feed, str(record_id))] = rid
 
     def get(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
@@ -123,41 +176,54 @@ class ResourceBatch:
         inbound_message_id: str | None = None,
         security_labels: Iterable[str] = (),
         index_values: Iterable[tuple[str, str]] = (),
+        sealed: Sealed | None = None,
     ) -> dict[str, Any]:
-        """As `ResourceRepository.put`, buffered. Raises before buffering anything."""
-        body = dict(resource)
-        body["meta"] = dict(body.get("meta") or {})
+        """As `ResourceRepository.put`, buffered. Raises before buffering anything.
+
+        `sealed`: `seal_new` of this same resource, labels and index values, made earlier
+        (e.g. in a worker process); used when the resource turns out to be new."""
+        if sealed is not None:
+            body = sealed.body
+            labels = sealed.labels
+        else:
+            body = dict(resource)
+            body["meta"] = dict(body.get("meta") or {})
         resource_type = _check_type(body.get("resourceType"))
         source = (resource_type, source_feed, source_record_id) if source_record_id else None
-        body["id"] = self._resolve_id(body.get("id"), source)
-        labels = _apply_security_labels(body, security_labels)
-        key = (resource_type, body["id"])
+        resolved = self._resolve_id(body.get("id"), source)
+        if sealed is None:
+            body["id"] = resolved
+            labels = _apply_security_labels(body, security_labels)
+        key = (resource_type, resolved)
 
         current = self._state(key)
         if current is not None and not current.deleted:
-            stored = self._body(resource_type, body["id"], current)
+            stored = self._body(resource_type, resolved, current)
             if _content(stored) == _content(body):
                 return stored
         version_id = current.version_id + 1 if current is not None else 1
-        now = _now()
-        envelope = seal_body(self._cipher, body, version_id, now)
-        key_id = self._cipher.key_id_of(envelope)
+        if sealed is not None and version_id == 1:
+            now, envelope, hashes = sealed.last_updated, sealed.envelope, sealed.index
+            key_id = sealed.key_id
+        else:
+            if sealed is not None:  # not new after all: a version of its own, sealed here
+                body = dict(body)
+                body["meta"] = dict(body["meta"])
+            now = _now()
+            envelope = seal_body(self._cipher, body, version_id, now)
+            hashes = (sealed.index if sealed is not None
+                      else _digests(self._index, index_values))
+            key_id = self._cipher.key_id_of(envelope)
 
         self._undo.append((key, current, source, self._sources.get(source) if source else None))
         self._states[key] = _State(version_id, False, envelope,
                                    current.in_db if current else False, body)
         if source:
-            self._sources[source] = body["id"]
-        row = {"resource_type": resource_type, "id": body["id"], "version_id": version_id,
-               "last_updated": now, "deleted": False, "source_feed": source_feed,
-               "source_org": source_org, "source_record_id": source_record_id,
-               "inbound_message_id": inbound_message_id, "security_labels": " ".join(labels),
-               "key_id": key_id, "body": envelope}
-        version = {"resource_type": resource_type, "id": body["id"], "version_id": version_id,
-                   "last_updated": now, "deleted": False,
-                   "inbound_message_id": inbound_message_id, "key_id": key_id,
-                   "body": envelope}
-        hashes = sorted({(p, self._index.digest(p, v)) for p, v in index_values})
+            self._sources[source] = resolved
+        row = (resource_type, resolved, version_id, now, False, source_feed, source_org,
+               source_record_id, inbound_message_id, " ".join(labels), key_id, envelope)
+        version = (resource_type, resolved, version_id, now, False, inbound_message_id,
+                   key_id, envelope)
         self._writes.append(_Write(key, row, hashes, version))
         return body
 
@@ -182,22 +248,24 @@ class ResourceBatch:
             final[write.key] = write
         stale = [key for key in final if (state := self._states[key]) is not None and state.in_db]
         stale_set = set(stale)
+        writer = _RawWriter(self._session)
         inserts = [write.row for key, write in final.items() if key not in stale_set]
-        if inserts:  # Core executemany on the tables: no ORM bookkeeping per row
-            self._session.execute(sa.insert(_table(ResourceRow)), inserts)
+        if inserts:
+            writer.insert(_table(ResourceRow), _RESOURCE_COLUMNS, inserts)
         if stale:
-            self._session.execute(sa.update(ResourceRow), [final[key].row for key in stale])
-        self._session.execute(sa.insert(_table(ResourceVersionRow)),
-                              [w.version for w in self._writes])
+            writer.update(_table(ResourceRow), _RESOURCE_COLUMNS, 2,
+                          [final[key].row for key in stale])
+        writer.insert(_table(ResourceVersionRow), _VERSION_COLUMNS,
+                      [w.version for w in self._writes])
         for resource_type, ids in _group(stale):
             for chunk in _chunks(ids):
                 self._session.execute(sa.delete(SearchIndexRow).where(
                     SearchIndexRow.resource_type == resource_type,
                     SearchIndexRow.resource_id.in_(chunk)))
-        index_rows = [{"resource_type": key[0], "resource_id": key[1], "param": p,
-                       "value_hash": h} for key, write in final.items() for p, h in write.index]
+        index_rows = [(key[0], key[1], p, h) for key, write in final.items()
+                      for p, h in write.index]
         if index_rows:
-            self._session.execute(sa.insert(_table(SearchIndexRow)), index_rows)
+            writer.insert(_table(SearchIndexRow), _INDEX_COLUMNS, index_rows)
         for key in final:
             state = self._states[key]
             if state is not None:
@@ -231,6 +299,123 @@ class ResourceBatch:
                 f"{source[0] if source else 'resource'} from this source record is already "
                 "stored under another id")
         return given
+
+
+# --- rows through the driver ----------------------------------------------------------------
+
+_RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted",
+                     "source_feed", "source_org", "source_record_id", "inbound_message_id",
+                     "security_labels", "key_id", "body")
+_VERSION_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted",
+                    "inbound_message_id", "key_id", "body")
+_INDEX_COLUMNS = ("resource_type", "resource_id", "param", "value_hash")
+_MESSAGE_COLUMNS = ("id", "feed", "received_at", "content_hash", "message_control_id",
+                    "status", "reason", "locator", "key_id", "raw", "attempts")
+
+
+class _RawWriter:
+    """executemany on the DBAPI connection of the session's transaction.
+
+    SQLAlchemy's Core executemany spends more time per row building and processing
+    parameters than SQLite spends inserting it. Here rows are tuples; each column type's
+    bind processing (UTC datetimes, SQLite's datetime text and booleans) is still applied,
+    so the stored values are exactly those Core would store. PostgreSQL (psycopg) inserts
+    with COPY. A DBAPI IntegrityError is raised as SQLAlchemy's, as Core would.
+    """
+
+    def __init__(self, session: Session) -> None:
+        connection = session.connection()
+        self._dialect = connection.dialect
+        self._dbapi = connection.connection
+        self._qmark = self._dialect.paramstyle == "qmark"
+        self._copy = self._dialect.name == "postgresql" and self._dialect.driver == "psycopg"
+        self._quote = self._dialect.identifier_preparer.quote
+
+    def insert(self, table: sa.Table, columns: Sequence[str],
+               rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(self._quote(c) for c in columns)
+        rows = self._processed(table, columns, rows)
+        if self._copy:
+            sql = f"COPY {self._quote(table.name)} ({names}) FROM STDIN"
+            cursor: Any = self._dbapi.cursor()
+            try:
+                with self._errors(sql), cursor.copy(sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            finally:
+                cursor.close()
+            return
+        marks = ", ".join("?" for _ in columns)
+        self.executemany(f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})",
+                         rows)
+
+    def update(self, table: sa.Table, columns: Sequence[str], keys: int,
+               rows: Sequence[Sequence[Any]]) -> None:
+        """UPDATE by the first `keys` columns (the primary key), setting the others."""
+        sets = ", ".join(f"{self._quote(c)} = ?" for c in columns[keys:])
+        where = " AND ".join(f"{self._quote(c)} = ?" for c in columns[:keys])
+        self.executemany(f"UPDATE {self._quote(table.name)} SET {sets} WHERE {where}",
+                         [(*row[keys:], *row[:keys])
+                          for row in self._processed(table, columns, rows)])
+
+    def select(self, sql: str, first: str, values: Sequence[str], *more: str
+               ) -> list[Sequence[Any]]:
+        """Rows of `sql` (? placeholders; "{}" becomes one per value of `values`), with
+        `first`, then `more`, then `values` as parameters. Text and binary columns only."""
+        sql = sql.format(", ".join("?" for _ in values))
+        if not self._qmark:
+            sql = sql.replace("?", "%s")
+        cursor = self._dbapi.cursor()
+        try:
+            cursor.execute(sql, (first, *more, *values))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`sql` with ? placeholders (and no literal ?); values already processed."""
+        if not self._qmark:
+            sql = sql.replace("?", "%s")
+        with self._errors(sql):
+            cursor = self._dbapi.cursor()
+            try:
+                cursor.executemany(sql, rows)
+            finally:
+                cursor.close()
+
+    def _processed(self, table: sa.Table, columns: Sequence[str],
+                   rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        processors = []
+        for i, name in enumerate(columns):
+            column_type = table.c[name].type
+            if isinstance(column_type, sa.LargeBinary):
+                continue  # bytes reach both drivers as they are
+            process = column_type.dialect_impl(self._dialect).bind_processor(self._dialect)
+            if process is not None:
+                processors.append((i, process))
+        if not processors:
+            return rows
+        done: dict[tuple[int, Any], Any] = {}  # a batch repeats its times and flags
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                value = values[i]
+                try:
+                    values[i] = done[(i, value)]
+                except KeyError:
+                    values[i] = done[(i, value)] = process(value)
+            out.append(values)
+        return out
+
+    @contextmanager
+    def _errors(self, sql: str) -> Iterator[None]:
+        try:
+            yield
+        except self._dialect.loaded_dbapi.IntegrityError as exc:
+            raise IntegrityError(sql, None, exc) from exc
 
 
 # --- inbound messages in bulk ---------------------------------------------------------------
@@ -278,7 +463,7 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
                 if control:
                     by_control.setdefault(control, found)
     results: list[StoredMessage] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     now = datetime.now(UTC)
     for message, content_hash in zip(messages, hashes, strict=True):
         existing = by_hash.get(content_hash) or (
@@ -288,10 +473,8 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
             continue
         message_id = uuid.uuid4().hex
         envelope = cipher.encrypt(message.raw, raw_aad(message_id))
-        rows.append({"id": message_id, "feed": feed, "received_at": now,
-                     "content_hash": content_hash, "message_control_id": message.control_id,
-                     "status": "pending", "reason": None, "locator": message.locator,
-                     "key_id": cipher.key_id_of(envelope), "raw": envelope, "attempts": 0})
+        rows.append((message_id, feed, now, content_hash, message.control_id, "pending", None,
+                     message.locator, cipher.key_id_of(envelope), envelope, 0))
         stored = StoredMessage(message_id, True, "pending", 0)
         by_hash[content_hash] = stored
         if message.control_id:
@@ -300,7 +483,7 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
     if rows:
         try:
             with session.begin_nested():
-                session.execute(sa.insert(_table(InboundMessage)), rows)
+                _RawWriter(session).insert(_table(InboundMessage), _MESSAGE_COLUMNS, rows)
         except IntegrityError:  # a concurrent writer stored some of them first
             results = []
             for message in messages:
@@ -317,11 +500,10 @@ def mark_messages(session: Session, outcomes: Sequence[tuple[str, str, str | Non
     for _, status, _ in outcomes:
         if status not in MESSAGE_STATUSES:
             raise ValueError(f"unknown message status {status!r}")
-    table = _table(InboundMessage)
-    stmt = (sa.update(table).where(table.c.id == sa.bindparam("m_id"))
-            .values(status=sa.bindparam("m_status"), reason=sa.bindparam("m_reason"),
-                    attempts=table.c.attempts + 1))
-    session.execute(stmt, [{"m_id": i, "m_status": s, "m_reason": r} for i, s, r in outcomes])
+    writer = _RawWriter(session)
+    writer.executemany(f"UPDATE {_table(InboundMessage).name} SET status = ?, reason = ?, "
+                       "attempts = attempts + 1 WHERE id = ?",
+                       [(s, r, i) for i, s, r in outcomes])
 
 
 def _table(model: type[Any]) -> sa.Table:
