@@ -100,5 +100,7 @@ class Guard:
     def included(self, uow: UnitOfWork, request: SearchRequest,
                  page: Sequence[Found]) -> list[Found]:
         extra = included(uow.session, uow.resources, uow.blind_index, request, page)
+        if not extra:  # nothing to decide, so no audit entry (the matches have theirs)
+            return []
         kept, _ = self.filter_found(uow, extra, Interaction.SEARCH_TYPE)
         return kept
