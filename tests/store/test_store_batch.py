@@ -10,7 +10,13 @@ from store_support import FAMILY, patient, provenance
 
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork
-from unified_record.store.batch import NewMessage, ResourceBatch, add_messages, mark_messages
+from unified_record.store.batch import (
+    NewMessage,
+    ResourceBatch,
+    add_messages,
+    mark_messages,
+    seal_new,
+)
 from unified_record.store.models import InboundMessage, ResourceVersionRow, SearchIndexRow
 
 
@@ -96,6 +102,37 @@ def test_bad_resources_raise_before_anything_is_buffered(
         with pytest.raises(ValueError, match="unknown sensitive category"):
             batch.put(patient(), **provenance(), security_labels=["gossip"])
         assert batch.checkpoint() == 0
+
+
+def test_sealed_in_advance_is_used_for_a_new_resource_and_redone_for_a_new_version(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch], cipher: KeyRing,
+    blind_index: BlindIndex
+) -> None:
+    index = [("family", FAMILY)]
+    sealed = seal_new(cipher, blind_index, patient(), ["safeguarding"], index)
+    assert sealed is not None
+    with uow:
+        batch = batch_of(uow)
+        first = batch.put(patient(), **provenance(), sealed=sealed)
+        assert first["meta"]["versionId"] == "1"
+        changed = patient(gender="female")
+        second = batch.put(changed, **provenance(),
+                           sealed=seal_new(cipher, blind_index, changed, ["safeguarding"], index))
+        assert second["meta"]["versionId"] == "2", "not new after all: sealed again as v2"
+        batch.flush()
+        uow.commit()
+    with uow:
+        row = uow.session.get(ResourceVersionRow, ("Patient", "p1", 1))
+        assert row is not None and row.body == sealed.envelope
+        assert uow.resources.vread("Patient", "p1", 1) == first
+        assert uow.resources.get("Patient", "p1") == second
+        assert uow.resources.search("Patient", "family", FAMILY) == ["p1"]
+        prov = uow.resources.provenance("Patient", "p1")
+        assert prov is not None and prov.security_labels == ("safeguarding",)
+        assert prov.last_updated.isoformat(timespec="milliseconds").startswith(
+            second["meta"]["lastUpdated"][:23])
+    assert seal_new(cipher, blind_index, patient(), ["gossip"]) is None, "put raises instead"
+    assert seal_new(cipher, blind_index, patient("bad/id")) is None
 
 
 def test_add_messages_deduplicates_within_and_across_batches(
