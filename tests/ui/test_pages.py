@@ -22,7 +22,7 @@ from unified_record.security.login import DEMO_USERS, WEB_CLIENT_ID
 from unified_record.store.models import LinkagePairRow, LinkageRunRow
 
 BASE = "http://testserver"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui-pages")]  # one sample build
 USERS = {u.role: u.sub for u in DEMO_USERS}
 
 
@@ -166,6 +166,7 @@ def test_social_worker_finds_a_client_and_reads_the_record(site: Site) -> None:
     year, month, day = dob.group(1).split("-")
     found = web.get("/ui/clients", params={"name": family, "dob": f"{day}/{month}/{year}"})
     assert found.status_code == 200 and f'href="/ui/clients/{client}"' in found.text
+    assert "Acute hospital trust (RZ1)" in found.text or "(RZ2)" in found.text
     fuzzy = family[0] + family[1:].replace("a", "e", 1).replace("o", "u", 1)
     sounds = web.get("/ui/clients", params={"name": fuzzy, "fuzzy": "on"})
     assert f'href="/ui/clients/{client}"' in sounds.text

@@ -14,6 +14,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -27,6 +28,7 @@ from unified_record.ingest.mapping import MAPPINGS_DIR
 from unified_record.records import SearchError, everything, find, parse_search
 from unified_record.records.search import CODE_PATHS, DATE_PATHS, Found
 from unified_record.security.scopes import Interaction
+from unified_record.store.models import ResourceRow
 
 __all__ = ["router"]
 
@@ -131,7 +133,20 @@ def find_client(request: Request, user: UserDep) -> Response:
                        settings.client_id_system)
         shown, withheld = g.filter_found(unit, matches, Interaction.SEARCH_TYPE)
         unit.commit()
-    context["results"] = [_summary(f) for f in shown[:MAX_RESULTS]]
+        results = [_summary(f) for f in shown[:MAX_RESULTS]]
+        members = {str(link["other"]["reference"]).removeprefix("Patient/")
+                   for f in shown[:MAX_RESULTS] for link in f.resource.get("link") or []}
+        org_of: dict[str, str | None] = {
+            rid: org for rid, org in unit.session.execute(
+                sa.select(ResourceRow.id, ResourceRow.source_org).where(
+                    ResourceRow.resource_type == "Patient",
+                    ResourceRow.id.in_(sorted(members))))} if members else {}
+    organisations = enforcement(request).policy.organisations
+    for result, found in zip(results, shown, strict=False):
+        orgs = {org_of.get(str(link["other"]["reference"]).removeprefix("Patient/"))
+                for link in found.resource.get("link") or []}
+        result["source_names"] = sorted(org_name(o, organisations) for o in orgs if o)
+    context["results"] = results
     context["total"] = len(shown)
     context["withheld"] = withheld > 0
     return render(request, "find.html", context)
