@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from ui_support import Sample, build_sample, csrf_of
 
 from unified_record.api import create_app
+from unified_record.linkage.index import current_clusters
 from unified_record.security.login import DEMO_USERS, WEB_CLIENT_ID
 from unified_record.store.models import LinkagePairRow, LinkageRunRow
 
@@ -306,5 +307,17 @@ def test_steward_reviews_a_possible_match(site: Site) -> None:
         f"Patient/{left}", f"Patient/{right}"}
     assert f"/ui/review/{left}/{right}" not in done.text
     assert steward.get("/ui/quality").status_code == 200
+
+    sizes = Counter(site.sample.index.values())
+    pair_client = max(c for c, n in sizes.items() if n >= 2 and c != site.big_client())
+    first, second = sorted(u for u, c in site.sample.index.items() if c == pair_client)[:2]
+    page = steward.get(f"/ui/review/{first}/{second}")
+    unlinked = steward.post(f"/ui/review/{first}/{second}", data={
+        "csrf_token": csrf_of(page.text), "decision": "unlink_left",
+        "reason": "linked by mistake"})
+    assert unlinked.status_code == 200 and "Decision recorded (unlink)" in unlinked.text
+    with Session(site.app.state.engine) as session:
+        after = current_clusters(session)
+    assert after[first] != after[second]
     worker = site.sign_in("social_worker")
     assert worker.get(f"/ui/review/{left}/{right}").status_code == 403
