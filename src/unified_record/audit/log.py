@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,18 +110,7 @@ class AuditLog:
                 return self._append(session.connection(), event, canonical)
             except SQLAlchemyError as exc:
                 raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
-        for attempt in range(_SQLITE_RETRIES):
-            try:
-                with self._engine.begin() as conn:
-                    return self._append(conn, event, canonical)
-            except OperationalError as exc:  # SQLite: the write lock stayed busy too long
-                if self._engine.dialect.name != "sqlite" or attempt == _SQLITE_RETRIES - 1:
-                    raise AuditWriteError(
-                        f"audit log not written ({type(exc).__name__})") from exc
-                time.sleep(0.05 * (attempt + 1))
-            except SQLAlchemyError as exc:
-                raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
-        raise AssertionError("unreachable")
+        return self._in_own_transaction(lambda conn: [self._append(conn, event, canonical)])[0]
 
     def append_many(self, events: Sequence[dict[str, Any]]) -> list[AuditRecord]:
         """Append several entries in one transaction (one request's decisions): all or none,
@@ -129,12 +118,18 @@ class AuditLog:
         if not events:
             return []
         canonical = [canonical_json(event) for event in events]
+        return self._in_own_transaction(lambda conn: [
+            self._append(conn, e, c) for e, c in zip(events, canonical, strict=True)])
+
+    def _in_own_transaction(self, write: Callable[[Connection], list[AuditRecord]]
+                            ) -> list[AuditRecord]:
+        """Run `write` in a short transaction of its own; on SQLite, retry while the write
+        lock stays busy. AuditWriteError if it cannot be written."""
         for attempt in range(_SQLITE_RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    return [self._append(conn, e, c) for e, c in zip(events, canonical,
-                                                                      strict=True)]
-            except OperationalError as exc:
+                    return write(conn)
+            except OperationalError as exc:  # SQLite: the write lock stayed busy too long
                 if self._engine.dialect.name != "sqlite" or attempt == _SQLITE_RETRIES - 1:
                     raise AuditWriteError(
                         f"audit log not written ({type(exc).__name__})") from exc
