@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
+from functools import lru_cache
 from typing import Any, Protocol
 
 import duckdb
@@ -83,6 +84,10 @@ _NAME_USES = ("official", "usual")  # preferred Patient.name, in order; else the
 _SEXES = frozenset({"male", "female", "other", "unknown"})
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _LOAD_CHUNK = 50_000
+# Names, postcodes and their keys repeat across a population (a million records hold some
+# 10,000 surnames and 60,000 postcodes), so their normalisation is memoised: a bounded
+# cache of pure functions of one string.
+_CACHE_SIZE = 1 << 16
 
 
 def patient_features(
@@ -113,8 +118,8 @@ def patient_features(
         "first_name": first_name,
         "middle_names": middle_names,
         "surname": surname,
-        "first_name_soundex": (soundex(first_name) or None) if first_name else None,
-        "surname_soundex": (soundex(surname) or None) if surname else None,
+        "first_name_soundex": _soundex(first_name) if first_name else None,
+        "surname_soundex": _soundex(surname) if surname else None,
         "dob": birth if birth and _FULL_DATE.match(birth) else None,
         "dob_year": int(match.group(1)) if birth and (match := _YEAR.match(birth)) else None,
         "sex": gender if gender in _SEXES else None,
@@ -207,9 +212,15 @@ def _insert_chunk(
 # -- names ---------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def _fold_name(text: str) -> str:
     """Lower-case ASCII letters only: "O'Brien-Smyth" -> "obriensmyth", "Zoë" -> "zoe"."""
     return fold_name(text.translate(_TRANSLITERATE)).lower()
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _soundex(folded: str) -> str | None:
+    return soundex(folded) or None
 
 
 def _name_parts(name: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
@@ -247,7 +258,10 @@ def _nhs_number(identifiers: object) -> tuple[str | None, bool]:
         if not isinstance(ident, dict) or ident.get("system") != NHS_NUMBER_SYSTEM:
             continue
         value = ident.get("value")
-        if not isinstance(value, str) or not is_valid_nhs_number(value):
+        if not isinstance(value, str):
+            continue
+        number = normalise_nhs_number(value)
+        if not is_valid_nhs_number(number):
             continue
         verified = any(
             coding.get("code") == "01"
@@ -255,7 +269,7 @@ def _nhs_number(identifiers: object) -> tuple[str | None, bool]:
             if ext.get("url") == EXT_NHS_NUMBER_VERIFICATION
             for coding in (ext.get("valueCodeableConcept") or {}).get("coding") or []
         )
-        return normalise_nhs_number(value), verified
+        return number, verified
     return None, False
 
 
@@ -289,8 +303,11 @@ def _address(addresses: object) -> dict[str, Any] | None:
 def _postcode_parts(address: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
     """("LS61AA", "LS6 1", "LS6") for a valid UK postcode, else all None."""
     raw = _text(address.get("postalCode")) if address else None
-    if raw is None:
-        return None, None, None
+    return (None, None, None) if raw is None else _postcode_split(raw)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _postcode_split(raw: str) -> tuple[str | None, str | None, str | None]:
     try:
         spaced = normalise_postcode(raw, None)
     except FieldError:
@@ -301,6 +318,8 @@ def _postcode_parts(address: dict[str, Any] | None) -> tuple[str | None, str | N
 
 def _ascii_lower(text: str) -> str:
     """Diacritics removed, lower case: "Zoë Ørsted" -> "zoe orsted"."""
+    if text.isascii():  # nothing to remove (the usual case)
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
     return decomposed.encode("ascii", "ignore").decode("ascii").lower()
 
