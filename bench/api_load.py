@@ -1,0 +1,300 @@
+"""Benchmark: the FHIR API under load, `unified-record serve` with 2 workers on PostgreSQL.
+
+    # once: a 100,000-person population in its own database (several minutes)
+    export UR_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/ur_api_bench
+    export UR_DATA_DIR=/tmp/apibench/var
+    unified-record generate --people 100000 --out /tmp/apibench/ds100k
+    unified-record ingest /tmp/apibench/ds100k
+    unified-record link
+    # then, as often as wanted (reuses that database; starts and stops the server itself)
+    .venv/bin/python bench/api_load.py --concurrency 50 --duration 60
+
+Two scenarios, one after the other, each against a freshly started server after a short
+warm-up: `GET /fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|N` (N drawn from
+the NHS numbers of real clients) and `GET /fhir/Patient/{client}/$everything` (client ids
+drawn from the index). Targets (issue 6): p95 < 50 ms for the search and < 150 ms for
+$everything, 0 errors. A response counts as an error unless it is 200 with a Bundle whose
+total is at least 1 (an NHS-number search that found nobody would be fast and wrong).
+
+The load generator is asyncio + httpx2 (already a dev dependency) rather than locust:
+50 closed-loop virtual users in one event loop, each sending its next request when the
+last one answered, timed with `perf_counter` around the whole request. Locust would add
+gevent and a second HTTP stack for the same closed-loop model, and its percentiles are
+bucketed (rounded to 2 significant figures above 100 ms); here every latency is kept and the
+percentiles are exact. The generator shares the machine with the server: its CPU use is
+printed so a reader can tell whether the client, not the server, was the limit.
+
+The bench client is registered with the role `partner_system` and scope `system/*.rs`, so
+every request passes the consent engine and writes its audit entry, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+import sqlalchemy as sa
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+REPO = Path(__file__).resolve().parents[1]
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    client_cpu: float = 0.0
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))  # nearest
+        return ordered[rank] * 1000
+
+    def row(self) -> str:
+        done = len(self.latencies) + self.errors
+        return (f"| {self.name} | {done:,} | {done / self.seconds:,.1f} | "
+                f"{self.percentile(50):.1f} | {self.percentile(95):.1f} | "
+                f"{self.percentile(99):.1f} | {max(self.latencies, default=0) * 1000:.0f} | "
+                f"{self.errors} | {self.client_cpu / self.seconds * 100:.0f}% |")
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def register_client(env: dict[str, str], folder: Path) -> tuple[str, ECKey]:
+    key = ECKey.generate_key("P-384", parameters={"kid": f"bench-{uuid.uuid4().hex[:8]}"})
+    jwks = folder / "bench.jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    out = subprocess.run(
+        [sys.executable, "-m", "unified_record", "clients", "add", "--name", "API load bench",
+         "--jwks-file", str(jwks), "--scope", "system/*.rs", "--org", "A81001",
+         "--role", "partner_system"], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1], key
+
+
+class Server:
+    """`unified-record serve` in a subprocess (its own process group, stopped at the end)."""
+
+    def __init__(self, env: dict[str, str], workers: int, log: Path | None) -> None:
+        self.log = log
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, "UR_HOST": "127.0.0.1", "UR_PORT": str(self.port),
+                    "UR_WORKERS": str(workers)}
+        self.env.pop("UR_PUBLIC_URL", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        output = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "unified_record", "serve"], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=output, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit("serve exited; run it by hand to see why")
+            try:
+                if httpx2.get(f"{self.base}/fhir/metadata", timeout=2).status_code == 200:
+                    return self
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("serve did not answer within 120 s")
+            time.sleep(0.3)
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def token(base: str, client_id: str, key: ECKey) -> str:
+    token_url = f"{base}/oauth/token"
+    signed = jwt.encode(
+        {"alg": "ES384", "kid": key.kid, "typ": "JWT"},
+        {"iss": client_id, "sub": client_id, "aud": token_url,
+         "exp": int(time.time()) + 240, "jti": uuid.uuid4().hex}, key, algorithms=["ES384"])
+    response = httpx2.post(token_url, data={
+        "grant_type": "client_credentials", "scope": "system/*.rs",
+        "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}, timeout=30)
+    response.raise_for_status()
+    access: str = response.json()["access_token"]
+    return access
+
+
+# -- the load -----------------------------------------------------------------------------------
+
+
+async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name: str,
+                   concurrency: int, seconds: float, warmup: float) -> Result:
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(base_url=base, headers=headers, limits=limits,
+                                  timeout=30) as http:
+        result = Result(name, seconds)
+        measuring = False
+
+        async def user(seed: int) -> None:
+            rng = random.Random(seed)
+            while True:
+                url = rng.choice(urls)
+                started = time.perf_counter()
+                try:
+                    response = await http.get(url)
+                    elapsed = time.perf_counter() - started
+                    ok = response.status_code == 200 and response.json().get("total", 0) >= 1
+                    kind = "" if ok else f"HTTP {response.status_code}"
+                except httpx2.HTTPError as exc:
+                    elapsed, kind = time.perf_counter() - started, type(exc).__name__
+                if not measuring:
+                    continue
+                if kind:
+                    result.error(kind)
+                else:
+                    result.latencies.append(elapsed)
+
+        tasks = [asyncio.create_task(user(i)) for i in range(concurrency)]
+        await asyncio.sleep(warmup)
+        cpu_before = _cpu()
+        measuring = True
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        measuring = False
+        result.seconds = time.perf_counter() - started
+        result.client_cpu = _cpu() - cpu_before
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return result
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def targets(base: str, headers: dict[str, str], database_url: str, sample: int,
+            seed: int) -> tuple[list[str], list[str]]:
+    """NHS numbers of real clients (read through the API, before timing) and client ids."""
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        clients = list(conn.execute(sa.text(
+            "SELECT id FROM client WHERE status = 'active' ORDER BY id")).scalars())
+    engine.dispose()
+    if not clients:
+        raise SystemExit("no clients: ingest and link a population first (see the docstring)")
+    rng = random.Random(seed)
+    chosen = rng.sample(clients, min(sample, len(clients)))
+    numbers: list[str] = []
+    with httpx2.Client(base_url=base, headers=headers, timeout=30) as http:
+        for client_id in chosen:
+            body = http.get(f"/fhir/Patient/{client_id}").json()
+            numbers += [i["value"] for i in body.get("identifier") or []
+                        if i.get("system") == NHS][:1]
+    searches = [f"/fhir/Patient?identifier={NHS}|{n}" for n in numbers]
+    everything = [f"/fhir/Patient/{c}/$everything" for c in chosen]
+    return searches, everything
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=os.environ.get("UR_DATABASE_URL", ""))
+    parser.add_argument("--data-dir", default=os.environ.get("UR_DATA_DIR", ""),
+                        help="the data folder the population was ingested with (its keys)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--sample", type=int, default=500,
+                        help="how many clients the requests are drawn from")
+    parser.add_argument("--scenario", choices=("search", "everything", "both"),
+                        default="both")
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="append the server's standard error here")
+    args = parser.parse_args()
+    if not args.database_url.startswith("postgresql") or not args.data_dir:
+        raise SystemExit("set UR_DATABASE_URL (PostgreSQL) and UR_DATA_DIR, or pass "
+                         "--database-url and --data-dir")
+    env = {**os.environ, "UR_DATABASE_URL": args.database_url, "UR_DATA_DIR": args.data_dir}
+    with tempfile.TemporaryDirectory() as folder:
+        client_id, key = register_client(env, Path(folder))
+    engine = sa.create_engine(args.database_url)
+    with engine.connect() as conn:
+        people = conn.execute(sa.text("SELECT count(*) FROM client WHERE status = 'active'"
+                                      )).scalar_one()
+        resources = conn.execute(sa.text("SELECT count(*) FROM resource")).scalar_one()
+    engine.dispose()
+    say(f"store: {people:,} active clients, {resources:,} resources")
+
+    results: list[Result] = []
+    scenarios = ["search", "everything"] if args.scenario == "both" else [args.scenario]
+    for scenario in scenarios:
+        with Server(env, args.workers, args.server_log) as server:
+            headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
+                       "Accept": "application/fhir+json"}
+            searches, everything = targets(server.base, headers, args.database_url,
+                                           args.sample, args.seed)
+            urls = searches if scenario == "search" else everything
+            name = ("GET /fhir/Patient?identifier=…" if scenario == "search"
+                    else "GET /fhir/Patient/{id}/$everything")
+            say(f"{name}: {len(urls)} distinct requests, {args.concurrency} users, "
+                f"{args.duration:.0f} s after {args.warmup:.0f} s warm-up ...")
+            results.append(asyncio.run(run_load(server.base, headers, urls, name,
+                                                args.concurrency, args.duration,
+                                                args.warmup)))
+            say(f"  errors: {results[-1].error_kinds or 'none'}")
+    print(f"\n{people:,} active clients, {resources:,} resources; serve with "
+          f"{args.workers} workers; {args.concurrency} concurrent users; "
+          f"{args.duration:.0f} s each\n")
+    print("| request | requests | per second | p50 ms | p95 ms | p99 ms | max ms | errors "
+          "| load generator CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+
+
+if __name__ == "__main__":
+    main()
