@@ -47,6 +47,9 @@ def clients_add(
                               help='SMART scopes it may be granted, e.g. "system/Patient.rs".'),
     org: str = typer.Option(..., "--org", help="Its organisation's ODS (or council) code."),
     role: str | None = typer.Option(None, "--role", help="The role its tokens carry."),
+    purpose: str | None = typer.Option(
+        None, "--purpose", help="The purpose of use its tokens carry (v3 ActReason, e.g. "
+        "TREAT); without it every request must send X-Purpose-Of-Use."),
     jwks_file: Path | None = typer.Option(
         None, "--jwks-file", help="JWKS file with its public keys (RS384 / ES384)."),
     jwks_url: str | None = typer.Option(
@@ -68,6 +71,8 @@ def clients_add(
         _fail("--org must be an ODS or council code (3-12 letters and digits)")
     if role is not None and not _ROLE_RE.fullmatch(role):
         _fail("--role must be 1-100 characters of A-Z a-z 0-9 . _ : -")
+    if purpose is not None and not re.fullmatch(r"[A-Z]{2,20}", purpose.upper()):
+        _fail("--purpose must be a v3 ActReason code such as TREAT")
     scopes = scope.split()
     if not scopes:
         _fail("--scope needs at least one SMART scope")
@@ -93,7 +98,8 @@ def clients_add(
         client = OAuthClientRepository(make_session_factory(engine)).add(
             name=name.strip(), organisation=org.upper(), role=role, scopes=" ".join(scopes),
             jwks=jwks, jwks_url=jwks_url,
-            secret_hash=hash_client_secret(secret) if secret else None)
+            secret_hash=hash_client_secret(secret) if secret else None,
+            purpose_of_use=purpose.upper() if purpose else None)
     finally:
         engine.dispose()
     typer.echo(f"registered client {name.strip()!r} for {org.upper()}: {' '.join(scopes)}")
@@ -210,7 +216,8 @@ def serve_demo(settings: Settings, *, block: bool = True) -> str:
     try:
         client = OAuthClientRepository(make_session_factory(engine)).add(
             name="Demo partner system", organisation="A81001", role="partner_system",
-            scopes=DEMO_SCOPES, jwks={"keys": [key.as_dict(private=False)]})
+            scopes=DEMO_SCOPES, jwks={"keys": [key.as_dict(private=False)]},
+            purpose_of_use="TREAT")
         with engine.connect() as conn:
             sample_client = conn.scalar(sa.select(ClientRow.id).where(
                 ClientRow.status == "active").order_by(ClientRow.id).limit(1))

@@ -110,13 +110,13 @@ class Partner:
 
 
 def register_partner(settings: Settings, scope: str, role: str = "partner_system",
-                     org: str = "A81001") -> Partner:
+                     org: str = "A81001", purpose: str | None = "TREAT") -> Partner:
     key = es384_key()
     engine = make_engine(settings.database_url)
     try:
         client = OAuthClientRepository(make_session_factory(engine)).add(
             name=f"test {role}", organisation=org, role=role, scopes=scope,
-            jwks=public_jwks(key))
+            jwks=public_jwks(key), purpose_of_use=purpose)
     finally:
         engine.dispose()
     return Partner(client.client_id, key, scope)

@@ -39,10 +39,10 @@ class Linked:
     clients: OAuthClientRepository
 
     def token(self, role: str = "partner_system", scope: str = ALL_READ,
-              org: str = "A81001") -> dict[str, str]:
+              org: str = "A81001", purpose: str | None = "TREAT") -> dict[str, str]:
         key = es384_key()
         client = self.clients.add(name=f"test {role}", organisation=org, role=role,
-                                  scopes=scope, jwks=public_jwks(key))
+                                  scopes=scope, jwks=public_jwks(key), purpose_of_use=purpose)
         response = self.api.post("/oauth/token",
                                  data=token_form(assertion(key, client.client_id), scope))
         assert response.status_code == 200, response.text
@@ -263,6 +263,13 @@ def test_consent_filters_before_paging_and_totals(linked: Linked) -> None:
     wrong_purpose = linked.api.get(f"/fhir/Patient/{client}",
                                    headers={**steward, "X-Purpose-Of-Use": "TREAT"})
     assert wrong_purpose.status_code == 403
+
+    # No purpose, neither registered nor sent, is no purpose: never taken as direct care.
+    silent = linked.token(purpose=None)
+    assert linked.api.get(f"/fhir/Patient/{client}", headers=silent).status_code == 403
+    said = linked.api.get(f"/fhir/Patient/{client}",
+                          headers={**silent, "X-Purpose-Of-Use": "TREAT"})
+    assert said.status_code == 200
 
 
 def _bundle(kind: str, patient: dict[str, Any], condition_code: str = "38341003"

@@ -2,9 +2,10 @@
 point (`consent.enforcement`), which decides and writes the audit log.
 
 The purpose of use comes from the `X-Purpose-Of-Use` header (a v3 ActReason code such as
-TREAT, ETREAT, BTG, HOPERAT, HRESCH), else from the token, else TREAT: a partner system
-reading the shared care record does so for direct care unless it says otherwise. The policy
-decides whether the caller's role may use that purpose at all.
+TREAT, ETREAT, BTG, HOPERAT, HRESCH), else from the token (`purpose_of_use`: the built-in
+issuer puts the one registered for the client, `clients add --purpose`). No purpose means
+none, never direct care: the request is refused (403) and audited. The policy decides
+whether the caller's role may use the purpose at all.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from unified_record.store.unit_of_work import UnitOfWork
 __all__ = ["PURPOSE_HEADER", "Guard", "refusals"]
 
 PURPOSE_HEADER = "X-Purpose-Of-Use"
-DEFAULT_PURPOSE = "TREAT"
 
 
 @contextmanager
@@ -50,8 +50,8 @@ class Guard:
 
     @classmethod
     def of(cls, request: Request, caller: Caller) -> Guard:
-        purpose = (request.headers.get(PURPOSE_HEADER) or caller.purpose_of_use
-                   or DEFAULT_PURPOSE).strip().upper()
+        given = request.headers.get(PURPOSE_HEADER) or caller.purpose_of_use
+        purpose = given.strip().upper() if given else None
         host = request.client.host if request.client else None
         return cls(request.app.state.enforcement, AccessContext(caller, purpose, host))
 

@@ -157,6 +157,8 @@ class AuthorizationServer:
         }
         if client.role:
             claims["role"] = client.role
+        if client.purpose_of_use:
+            claims["purpose_of_use"] = client.purpose_of_use
         key = self.signing_key
         header = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
         return jwt.encode(header, claims, key.key, algorithms=[key.alg])

@@ -29,6 +29,7 @@ class OAuthClient:
     secret_hash: str | None
     created_at: datetime
     active: bool
+    purpose_of_use: str | None = None  # carried by its tokens; None: the request must say
 
 
 class OAuthClientRepository:
@@ -39,7 +40,8 @@ class OAuthClientRepository:
 
     def add(self, *, name: str, organisation: str, role: str | None, scopes: str,
             jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
-            secret_hash: str | None = None) -> OAuthClient:
+            secret_hash: str | None = None, purpose_of_use: str | None = None
+            ) -> OAuthClient:
         """Register a client under a new random id."""
         row = OAuthClientRow(
             id=secrets.token_urlsafe(16),
@@ -50,6 +52,7 @@ class OAuthClientRepository:
             jwks=json.dumps(jwks) if jwks is not None else None,
             jwks_url=jwks_url,
             secret_hash=secret_hash,
+            purpose_of_use=purpose_of_use,
             created_at=datetime.now(UTC),
             active=True,
         )
@@ -88,6 +91,7 @@ def _client(row: OAuthClientRow) -> OAuthClient:
         jwks=json.loads(row.jwks) if row.jwks else None,
         jwks_url=row.jwks_url,
         secret_hash=row.secret_hash,
+        purpose_of_use=row.purpose_of_use,
         created_at=row.created_at,
         active=row.active,
     )

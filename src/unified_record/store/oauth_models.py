@@ -17,7 +17,8 @@ __all__ = ["OAuthClientRow", "UsedJtiRow"]
 
 class OAuthClientRow(Base):
     """A partner system allowed to ask for tokens: its keys (a JWKS, or the URL where it
-    publishes one), the scopes it may be granted, and the organisation and role its tokens
+    publishes one), the scopes it may be granted, and the organisation, role and purpose of
+    use (a v3 ActReason code, e.g. TREAT for a system serving direct care) its tokens
     carry. `secret_hash` (SHA-256 of a random secret) is for development only."""
 
     __tablename__ = "oauth_client"
@@ -26,6 +27,7 @@ class OAuthClientRow(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     organisation: Mapped[str] = mapped_column(sa.String(50))
     role: Mapped[str | None] = mapped_column(sa.String(100))
+    purpose_of_use: Mapped[str | None] = mapped_column(sa.String(20))
     scopes: Mapped[str] = mapped_column(sa.Text())
     jwks: Mapped[str | None] = mapped_column(sa.Text())
     jwks_url: Mapped[str | None] = mapped_column(sa.String(1000))
