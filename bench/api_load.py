@@ -24,8 +24,9 @@ bucketed (rounded to 2 significant figures above 100 ms); here every latency is 
 percentiles are exact. The generator shares the machine with the server: its CPU use is
 printed so a reader can tell whether the client, not the server, was the limit.
 
-The bench client is registered with the role `partner_system` and scope `system/*.rs`, so
-every request passes the consent engine and writes its audit entry, as in production.
+The bench client is registered with the role `partner_system`, scope `system/*.rs` and
+purpose of use TREAT (direct care), so every request passes the consent engine and writes
+its audit entry, as in production.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def register_client(env: dict[str, str], folder: Path) -> tuple[str, ECKey]:
     out = subprocess.run(
         [sys.executable, "-m", "unified_record", "clients", "add", "--name", "API load bench",
          "--jwks-file", str(jwks), "--scope", "system/*.rs", "--org", "A81001",
-         "--role", "partner_system"], env=env, capture_output=True, text=True, check=True)
+         "--role", "partner_system", "--purpose", "TREAT"], env=env, capture_output=True,
+        text=True, check=True)
     return out.stdout.strip().splitlines()[-1], key
 
 
