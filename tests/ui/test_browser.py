@@ -31,9 +31,20 @@ SHOTS = REPO / "docs" / "screenshots"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.xdist_group("browser"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium"),
-    pytest.mark.skipif(not AXE.exists(), reason="needs npm's axe-core (make installs it)"),
+    pytest.mark.usefixtures("browser_prerequisites"),
 ]
+
+
+@pytest.fixture(scope="module")
+def browser_prerequisites() -> None:
+    """Fail, never skip, without them: `.ci/run` installs chromium and `make` installs
+    axe-core, so a missing one is a broken set-up that a skip would hide."""
+    missing = [what for what, path in (("Debian's chromium (apt-get install -y chromium)",
+                                        CHROMIUM),
+                                       ("npm's axe-core (make installs it)", AXE))
+               if not path.exists()]
+    if missing:
+        pytest.fail("browser tests need " + " and ".join(missing))
 
 
 def _free_port() -> int:
