@@ -77,10 +77,7 @@ _FHIR_CONTENT_TYPES = ("application/fhir+json", "application/json")
                          "validated); answers a transaction-response or batch-response Bundle.",
              **docs.TRANSACTION)
 async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in _FHIR_CONTENT_TYPES:
-        raise FHIRError(415, "not-supported", "send the Bundle as application/fhir+json")
-    raw = await request.body()
+    raw = await _fhir_body(request, "Bundle")
     bundle = _parse_bundle(raw)
     for method, resource_type in _entry_targets(bundle):
         check_scope(caller, resource_type,
@@ -97,11 +94,9 @@ async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
                          "as the policy says; audited.", responses=_FHIR)
 async def create_consent(request: Request, caller: CallerDep) -> FHIRResponse:
     check_scope(caller, "Consent", Interaction.CREATE)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in _FHIR_CONTENT_TYPES:
-        raise FHIRError(415, "not-supported", "send the Consent as application/fhir+json")
+    raw = await _fhir_body(request, "Consent")
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw)
     except (ValueError, RecursionError):
         raise FHIRError(400, "invalid", "the body is not valid JSON") from None
     if not isinstance(body, dict) or body.get("resourceType") != "Consent":
@@ -122,6 +117,14 @@ def _record_consent(request: Request, guard: Guard, body: dict[str, Any]) -> dic
             raise FHIRError(422, "processing", str(exc)) from None
         uow.commit()
     return stored
+
+
+async def _fhir_body(request: Request, what: str) -> bytes:
+    """The raw request body, once its content type is FHIR JSON (else 415)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _FHIR_CONTENT_TYPES:
+        raise FHIRError(415, "not-supported", f"send the {what} as application/fhir+json")
+    return await request.body()
 
 
 def _parse_bundle(raw: bytes) -> dict[str, Any]:
