@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -33,6 +34,9 @@ from unified_record.synthetic import (
     generate_dataset,
     load_profile,
 )
+
+if TYPE_CHECKING:
+    from unified_record.linkage.evaluate import Evaluation, Truth
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -335,18 +339,24 @@ def link(
                                 "(in process) or spark (Splink's Spark backend)."),
     spark_master: str | None = typer.Option(None, "--spark-master", help="Spark master URL "
                                             "for --backend spark (default local mode)."),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="Truth CSV (source,source_record_id,person_id): score the run "
+        "against it and keep the figures with the run for the linkage quality page."),
 ) -> None:
     """Run a full linkage: score every stored Patient, cluster, update the client index."""
     if ctx.invoked_subcommand is not None:
         return
     if backend not in ("duckdb", "spark"):
         fail(f"unknown backend {backend!r}; use duckdb or spark")
-    _run_linkage(_settings(), model, quiet, backend=backend, spark_master=spark_master)
+    _run_linkage(_settings(), model, quiet, backend=backend, spark_master=spark_master,
+                 truth=truth)
 
 
 def _run_linkage(settings: Settings, model: Path | None, quiet: bool, *,
-                 backend: str = "duckdb", spark_master: str | None = None) -> None:
-    """Full linkage with a progress display, then a summary table (unless quiet)."""
+                 backend: str = "duckdb", spark_master: str | None = None,
+                 truth: Path | None = None) -> None:
+    """Full linkage with a progress display, then a summary table (unless quiet); with a
+    truth file, the run's accuracy is scored, kept with the run and printed."""
     from rich.progress import SpinnerColumn
 
     from unified_record.linkage.index import MODEL_FILE_NAME, run_full_linkage
@@ -354,6 +364,7 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool, *,
     from unified_record.security import load_or_create_keys
     from unified_record.store import make_engine, migrate
 
+    known = _read_truth(truth) if truth is not None else None  # a bad file stops first
     try:
         keyring, blind_index = load_or_create_keys(settings)
     except ConfigError as exc:
@@ -379,6 +390,8 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool, *,
                 raise
     finally:
         engine.dispose()
+    result = (_evaluate_and_keep(settings, truth.name, known, report.run_id)
+              if truth is not None and known is not None else None)
     if quiet:
         return
     table = Table(title=f"linkage run {report.run_id} (model {report.model_version}"
@@ -397,6 +410,63 @@ def _run_linkage(settings: Settings, model: Path | None, quiet: bool, *,
     ):
         table.add_row(label, f"{value:,}")
     Console(width=100).print(table)
+    if result is not None and truth is not None:
+        _print_evaluation(result, truth.name)
+
+
+def _read_truth(truth: Path) -> Truth:
+    from unified_record.linkage.evaluate import read_truth
+
+    if not truth.is_file():
+        fail(f"{truth}: no such file")
+    try:
+        return read_truth(truth)
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        fail(str(exc))
+        raise
+
+
+def _evaluate_and_keep(settings: Settings, truth_name: str, known: Truth,
+                       run_id: int | None) -> Evaluation:
+    """Score the index against the truth and keep the figures with run `run_id` (default:
+    the last full run), for the linkage quality page."""
+    from unified_record.linkage.accuracy import evaluate_index, last_full_run, record_evaluation
+    from unified_record.store import make_engine, make_session_factory, migrate
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            result = evaluate_index(session, known,
+                                    auto_link_threshold=settings.link_auto_threshold,
+                                    review_threshold=settings.link_review_threshold)
+            if result is None:
+                fail("the client index is empty: run `unified-record link` first")
+                raise AssertionError("unreachable")
+            run = run_id if run_id is not None else last_full_run(session)
+            if run is not None:
+                record_evaluation(session, run, truth_name, result)
+                session.commit()
+    finally:
+        engine.dispose()
+    return result
+
+
+def _print_evaluation(result: Evaluation, truth_name: str) -> None:
+    table = Table(title=f"linkage against {truth_name} ({result.records:,} records, "
+                        f"{result.true_pairs:,} true pairs)")
+    for column in ("band", "precision", "recall", "F1", "predicted", "false +", "false -"):
+        table.add_column(column, justify="left" if column == "band" else "right")
+    for name, band in (("auto-link", result.auto_link), ("with review", result.with_review)):
+        table.add_row(f"{name} (>= {band.threshold})", f"{band.precision:.4f}",
+                      f"{band.recall:.4f}", f"{band.f1:.4f}", f"{band.predicted_pairs:,}",
+                      f"{band.false_positives:,}", f"{band.false_negatives:,}")
+    c = result.clusters
+    table.add_row("clients", f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}",
+                  f"{c.clusters:,}", f"{c.false_merges:,} merges", f"{c.missed:,} missed")
+    out = Console(width=120)
+    out.print(table)
+    out.print(f"{c.exact:,} of {c.persons:,} persons resolved exactly ({c.exact_rate:.1%})")
 
 
 @link_app.command("explain")
@@ -556,63 +626,16 @@ def link_evaluate(
                                "person_id."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on standard output."),
 ) -> None:
-    """Score the current client index (and the last run's scored pairs) against a truth file."""
+    """Score the current client index (and the last run's scored pairs) against a truth file;
+    the figures are kept with the last full run for the linkage quality page."""
     import json
 
-    import sqlalchemy as sa
-
-    from unified_record.linkage.evaluate import evaluate, read_truth
-    from unified_record.store import ResourceRow, make_engine, migrate
-    from unified_record.store.models import ClientMemberRow, LinkagePairRow
-
-    if not truth.is_file():
-        fail(f"{truth}: no such file")
-    try:
-        known = read_truth(truth)
-    except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        fail(str(exc))
-        raise
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            clusters: dict[str, str] = {uid: cid for uid, cid in conn.execute(
-                sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id))}
-            keys: dict[str, tuple[str, str]] = {
-                rid: (feed, str(record)) for rid, feed, record in conn.execute(
-                    sa.select(ResourceRow.id, ResourceRow.source_feed,
-                              ResourceRow.source_record_id)
-                    .where(ResourceRow.resource_type == "Patient",
-                           ResourceRow.deleted.is_(False),
-                           ResourceRow.source_record_id.is_not(None)))}
-            pairs = [(a, b, float(p)) for a, b, p in conn.execute(sa.select(
-                LinkagePairRow.unique_id_l, LinkagePairRow.unique_id_r,
-                LinkagePairRow.match_probability))]
-    finally:
-        engine.dispose()
-    if not clusters:
-        fail("the client index is empty: run `unified-record link` first")
-    result = evaluate(pairs, clusters, keys, known,
-                      auto_link_threshold=settings.link_auto_threshold,
-                      review_threshold=settings.link_review_threshold)
+    known = _read_truth(truth)
+    result = _evaluate_and_keep(_settings(), truth.name, known, None)
     if as_json:
         typer.echo(json.dumps(result.to_json(), sort_keys=True))
         return
-    table = Table(title=f"linkage against {truth.name} ({result.records:,} records, "
-                        f"{result.true_pairs:,} true pairs)")
-    for column in ("band", "precision", "recall", "F1", "predicted", "false +", "false -"):
-        table.add_column(column, justify="left" if column == "band" else "right")
-    for name, band in (("auto-link", result.auto_link), ("with review", result.with_review)):
-        table.add_row(f"{name} (>= {band.threshold})", f"{band.precision:.4f}",
-                      f"{band.recall:.4f}", f"{band.f1:.4f}", f"{band.predicted_pairs:,}",
-                      f"{band.false_positives:,}", f"{band.false_negatives:,}")
-    c = result.clusters
-    table.add_row("clients", f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}",
-                  f"{c.clusters:,}", f"{c.false_merges:,} merges", f"{c.missed:,} missed")
-    out = Console(width=120)
-    out.print(table)
-    out.print(f"{c.exact:,} of {c.persons:,} persons resolved exactly ({c.exact_rate:.1%})")
+    _print_evaluation(result, truth.name)
 
 
 @app.command()
@@ -639,8 +662,8 @@ def demo(
                 lambda name: progress.update(task, description=name))
         _print_ingest(results, time.perf_counter() - start)
     Console().print(f"Stored, encrypted, in [bold]{settings.database_url}[/bold].")
-    _run_linkage(settings, None, quiet=False)
-    link_evaluate(truth=out / "truth.csv", as_json=False)  # the generator's ground truth
+    # Scored against the generator's ground truth, kept for the linkage quality page.
+    _run_linkage(settings, None, quiet=False, truth=out / "truth.csv")
     from unified_record.cli_api import serve_demo
 
     serve_demo(settings, block=serve)

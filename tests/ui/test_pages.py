@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
-from ui_support import Sample, build_sample, csrf_of
+from ui_support import SAMPLE, Sample, build_sample, csrf_of
 
 from unified_record.api import create_app
+from unified_record.linkage import evaluate_index, read_truth, record_evaluation
+from unified_record.linkage.accuracy import last_full_run
 from unified_record.linkage.index import current_clusters
 from unified_record.security.login import DEMO_USERS, WEB_CLIENT_ID
 from unified_record.store.models import LinkagePairRow, LinkageRunRow
@@ -323,3 +325,34 @@ def test_steward_reviews_a_possible_match(site: Site) -> None:
     assert after[first] != after[second]
     worker = site.sign_in("social_worker")
     assert worker.get(f"/ui/review/{left}/{right}").status_code == 403
+
+
+def test_quality_page_shows_precision_and_recall_when_a_truth_file_was_given(site: Site
+                                                                             ) -> None:
+    steward = site.sign_in("data_steward", "RECORDMGT")
+    before = steward.get("/ui/quality")
+    assert before.status_code == 200
+    assert 'id="no-evaluation"' in before.text and "no truth file was given" in before.text
+    assert 'id="evaluation"' not in before.text
+
+    settings = site.sample.settings
+    with Session(site.app.state.engine) as session:
+        run_id = last_full_run(session)
+        assert run_id is not None
+        result = evaluate_index(session, read_truth(SAMPLE / "truth.csv"),
+                                auto_link_threshold=settings.link_auto_threshold,
+                                review_threshold=settings.link_review_threshold)
+        assert result is not None
+        stored = record_evaluation(session, run_id, "truth.csv", result)
+        session.commit()
+    officer = site.sign_in("governance_officer", "HCOMPL")
+    for web in (steward, officer):
+        page = web.get("/ui/quality")
+        assert page.status_code == 200 and 'id="no-evaluation"' not in page.text
+        shown = page.text.split('id="evaluation"', 1)[1].split("</dl>", 1)[0]
+        assert "truth.csv" in shown
+        assert stored.evaluated_at.strftime("%Y-%m-%d %H:%M") in shown
+        for band in (result.auto_link, result.with_review, result.clusters):
+            assert (f"precision {band.precision:.4f}, recall {band.recall:.4f}, "
+                    f"F1 {band.f1:.4f}") in shown
+        assert f"{result.clusters.exact:,} of {result.clusters.persons:,}" in shown

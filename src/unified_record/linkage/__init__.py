@@ -1,5 +1,11 @@
 """Record linkage: standardised features from stored Patients, scored by a Splink model."""
 
+from unified_record.linkage.accuracy import (
+    StoredEvaluation,
+    evaluate_index,
+    record_evaluation,
+    stored_evaluation,
+)
 from unified_record.linkage.evaluate import Evaluation, evaluate, read_truth
 from unified_record.linkage.features import (
     FEATURE_COLUMNS,
@@ -39,11 +45,13 @@ __all__ = [
     "IndexChanges",
     "LinkageModel",
     "LinkageReport",
+    "StoredEvaluation",
     "TrainingOptions",
     "assemble_golden",
     "assign_clients",
     "decide",
     "evaluate",
+    "evaluate_index",
     "golden_patient",
     "iter_patient_features",
     "list_decisions",
@@ -51,8 +59,10 @@ __all__ = [
     "load_model",
     "patient_features",
     "read_truth",
+    "record_evaluation",
     "review_queue",
     "run_full_linkage",
     "save_model",
+    "stored_evaluation",
     "train",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "LinkConstraintRow",
     "LinkDecisionRow",
     "LinkHistoryRow",
+    "LinkageEvaluationRow",
     "LinkagePairRow",
     "LinkageRunRow",
     "ResourceRow",
@@ -189,6 +190,20 @@ class LinkageRunRow(Base):
     model_version: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(20))
     counts: Mapped[str | None] = mapped_column(sa.Text())
+
+
+class LinkageEvaluationRow(Base):
+    """A run's accuracy against a ground-truth file (`linkage.evaluate.Evaluation` as JSON):
+    aggregate figures and the truth file's name only, never an identifier from it."""
+
+    __tablename__ = "linkage_evaluation"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer(), sa.ForeignKey("linkage_run.id"),
+                                        index=True)
+    truth_file: Mapped[str] = mapped_column(sa.String(255))
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    figures: Mapped[str] = mapped_column(sa.Text())
 
 
 class ClientRow(Base):
