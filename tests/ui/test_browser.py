@@ -18,9 +18,11 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from sqlalchemy.orm import Session
-from ui_support import REPO, build_sample
+from ui_support import REPO, SAMPLE, build_sample
 
 from unified_record.api import create_app
+from unified_record.linkage import evaluate_index, read_truth, record_evaluation
+from unified_record.linkage.accuracy import last_full_run
 from unified_record.store.models import LinkagePairRow, LinkageRunRow
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -67,6 +69,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     base = f"http://127.0.0.1:{port}"
     sample = build_sample(f"sqlite:///{tmp / 'ui.db'}", tmp / "var", base)
     app = create_app(sample.settings)
+    with Session(app.state.engine) as session:  # scored against its truth, as the demo is
+        run_id = last_full_run(session)
+        scored = evaluate_index(session, read_truth(SAMPLE / "truth.csv"),
+                                auto_link_threshold=sample.settings.link_auto_threshold,
+                                review_threshold=sample.settings.link_review_threshold)
+        assert run_id is not None and scored is not None
+        record_evaluation(session, run_id, "truth.csv", scored)
+        session.commit()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -172,10 +182,21 @@ def test_social_worker_without_javascript(browser: Any, live: Live) -> None:
     assert page.get_by_role("heading", name="Demographics and their sources").is_visible()
     axe_check(page, live)
     shot(page, "03-unified-record")
+    # View this record for another purpose of use (a form, no JavaScript needed).
+    page.get_by_label("Emergency treatment (ETREAT)").check()
+    page.get_by_role("button", name="View with this purpose").click()
+    page.get_by_text("You are now viewing this record for emergency treatment").wait_for()
+    assert page.locator("#purpose-of-use").inner_text() == "ETREAT"
+    assert "for this record" in page.locator("#user-bar").inner_text()
+    axe_check(page, live)
+    page.get_by_label("Treatment (direct care) (TREAT)").check()
+    page.get_by_role("button", name="View with this purpose").click()
+    page.get_by_text("You are now viewing this record for treatment").wait_for()
+    assert page.locator("#purpose-of-use").inner_text() == "TREAT"
     page.get_by_label("Why do you need emergency access?").fill("Missing person, at risk")
     page.get_by_role("button", name="Get emergency access").click()
-    page.wait_for_url("**purpose=BTG")
-    assert page.get_by_text("You are viewing this record under break-glass").is_visible()
+    page.get_by_text("You are viewing this record under break-glass").wait_for()
+    assert page.locator("#purpose-of-use").inner_text() == "BTG"
     axe_check(page, live)
     page.get_by_role("button", name="Sign out").click()
     assert page.get_by_role("heading", name="You have signed out").is_visible()
@@ -220,6 +241,8 @@ def test_data_steward_without_javascript(browser: Any, live: Live) -> None:
     page.wait_for_url("**/ui/review")
     assert page.get_by_text("Decision recorded").is_visible()
     page.locator("#navigation").get_by_role("link", name="Linkage quality").click()
+    assert page.locator("#evaluation").is_visible()  # precision and recall, from the truth
+    assert "truth.csv" in page.locator("#evaluation").inner_text()
     axe_check(page, live)
     shot(page, "06-linkage-quality")
     page.goto(f"{live.base}/ui/governance")

@@ -22,7 +22,8 @@ from unified_record.linkage import evaluate_index, read_truth, record_evaluation
 from unified_record.linkage.accuracy import last_full_run
 from unified_record.linkage.index import current_clusters
 from unified_record.security.login import DEMO_USERS, WEB_CLIENT_ID
-from unified_record.store.models import LinkagePairRow, LinkageRunRow
+from unified_record.store import UnitOfWork
+from unified_record.store.models import LinkagePairRow, LinkageRunRow, ResourceRow
 
 BASE = "http://testserver"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui-pages")]  # one sample build
@@ -217,7 +218,8 @@ def test_break_glass_then_governance_review(site: Site) -> None:
     granted = web.post(f"/ui/clients/{client}/break-glass",
                        data={"csrf_token": token, "reason": "Unconscious in A&E"})
     assert granted.status_code == 200 and "Emergency access" in granted.text
-    assert str(granted.url).endswith("purpose=BTG")
+    assert str(granted.url).endswith(f"/ui/clients/{client}")
+    assert 'id="purpose-of-use">BTG<' in granted.text
     steward = site.sign_in("data_steward")
     assert steward.get("/ui/governance/break-glass").status_code == 403
 
@@ -356,3 +358,84 @@ def test_quality_page_shows_precision_and_recall_when_a_truth_file_was_given(sit
             assert (f"precision {band.precision:.4f}, recall {band.recall:.4f}, "
                     f"F1 {band.f1:.4f}") in shown
         assert f"{result.clusters.exact:,} of {result.clusters.persons:,}" in shown
+
+
+def _client_with_mental_health_condition(site: Site) -> str:
+    state = site.app.state
+    with UnitOfWork(state.sessions, state.keyring, state.blind_index) as unit:
+        ids = unit.session.scalars(sa.select(ResourceRow.id).where(
+            ResourceRow.resource_type == "Condition",
+            ResourceRow.security_labels == "mental_health").order_by(ResourceRow.id)).all()
+        for rid in ids:
+            body = unit.resources.get("Condition", rid) or {}
+            patient = str(body["subject"]["reference"]).removeprefix("Patient/")
+            if patient in site.sample.index:
+                return site.sample.index[patient]
+    raise AssertionError("the sample has no mental-health Condition")
+
+
+def _nhs_rows(page: str) -> int:
+    return sum(page.split(f'id="nhs-{n}"', 1)[1].split("</table>", 1)[0].count(
+        'class="govuk-table__cell">') for n in range(1, 6))
+
+
+def test_purpose_of_use_per_view_changes_what_is_shown_and_is_audited(site: Site) -> None:
+    client = _client_with_mental_health_condition(site)
+    officer = site.sign_in("governance_officer", "HCOMPL")
+    page = officer.get(f"/ui/governance/clients/{client}")
+    added = officer.post(f"/ui/governance/clients/{client}/consents", data={
+        "csrf_token": csrf_of(page.text), "effect": "permit", "category": "mental_health"})
+    assert added.status_code == 200 and "Consent recorded." in added.text
+
+    # Under TREAT a social worker sees mental-health records the person consented to share.
+    worker = site.sign_in("social_worker", "TREAT")
+    treat = worker.get(f"/ui/clients/{client}")
+    assert 'id="purpose-of-use">TREAT<' in treat.text and "Restricted" in treat.text
+    form = treat.text.split('id="view-purpose"', 1)[1].split("</form>", 1)[0]
+    assert set(re.findall(r'name="purpose" type="radio" value="([A-Z]+)"', form)) == {
+        "TREAT", "ETREAT"}  # the role's purposes, break-glass aside
+    assert 'value="TREAT" checked' in form
+
+    # For emergency treatment the policy withholds them: fewer rows, the notice shows.
+    changed = worker.post(f"/ui/clients/{client}/purpose",
+                          data={"csrf_token": csrf_of(treat.text), "purpose": "ETREAT"},
+                          follow_redirects=False)
+    assert changed.status_code == 303 and changed.headers["location"] == f"/ui/clients/{client}"
+    etreat = worker.get(f"/ui/clients/{client}")
+    assert 'id="purpose-of-use">ETREAT<' in etreat.text
+    assert "Purpose of use for this record:" in etreat.text
+    assert "You are now viewing this record for emergency treatment (ETREAT)." in etreat.text
+    assert "Restricted" not in etreat.text and 'id="withheld-notice"' in etreat.text
+    assert _nhs_rows(etreat.text) < _nhs_rows(treat.text)
+    audit = site.app.state.enforcement.audit
+    purposes = [e.event["purposeOfEvent"][0]["coding"][0]["code"]
+                for e in audit.entries(client_id=client) if e.event.get("purposeOfEvent")]
+    assert purposes[-1] == "ETREAT" and "TREAT" in purposes
+
+    # Other pages, and other records, keep the purpose chosen at sign-in.
+    assert 'id="purpose-of-use">TREAT<' in worker.get("/ui/clients").text
+    other = next(c for c in sorted(set(site.sample.index.values())) if c != client)
+    assert 'id="purpose-of-use">TREAT<' in worker.get(f"/ui/clients/{other}").text
+
+    # A purpose the role may not use is refused (and audited); so is break-glass without
+    # its reason form, and a form without the CSRF token.
+    token = csrf_of(etreat.text)
+    refused = worker.post(f"/ui/clients/{client}/purpose",
+                          data={"csrf_token": token, "purpose": "HOPERAT"})
+    assert refused.status_code == 403 and "Access refused" in refused.text
+    denied = [e.event for e in audit.entries(client_id=None)
+              if e.event.get("purposeOfEvent")
+              and e.event["purposeOfEvent"][0]["coding"][0]["code"] == "HOPERAT"]
+    assert denied and denied[-1]["outcome"] != "0"
+    assert worker.post(f"/ui/clients/{client}/purpose",
+                       data={"csrf_token": token, "purpose": "BTG"}).status_code == 400
+    assert worker.post(f"/ui/clients/{client}/purpose",
+                       data={"csrf_token": token}).status_code == 400
+    assert worker.post(f"/ui/clients/{client}/purpose",
+                       data={"purpose": "TREAT"}).status_code == 403
+    assert 'id="purpose-of-use">ETREAT<' in worker.get(f"/ui/clients/{client}").text
+
+    # Choosing the purpose again at /ui/purpose applies it to every record.
+    choose = worker.get("/ui/purpose")
+    worker.post("/ui/purpose", data={"csrf_token": csrf_of(choose.text), "purpose": "TREAT"})
+    assert 'id="purpose-of-use">TREAT<' in worker.get(f"/ui/clients/{client}").text

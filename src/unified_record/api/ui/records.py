@@ -3,6 +3,11 @@
 Every read passes the access guard (`api.guard.Guard`), the same enforcement point as the
 FHIR API: the consent policy decides, results are filtered before they are counted, and
 every access is in the audit log.
+
+The purpose of use chosen at sign-in applies to every page; on a record page the user may
+view that one record for another purpose their role may use (a CSRF-protected form; the
+choice is kept in the session for that record only, and every read is audited with it).
+Break-glass is a purpose of its own, granted only through its form with a reason.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from unified_record.api.ui.session import FormDep, UserDep, enforcement, guard, main_state, uow
+from unified_record.api.ui.session import (
+    FormDep,
+    UserDep,
+    enforcement,
+    guard,
+    main_state,
+    purpose_choices,
+    uow,
+)
 from unified_record.api.ui.templating import org_name, render
 from unified_record.consent.breakglass import BreakGlassError
 from unified_record.consent.enforcement import AccessRefused
@@ -254,11 +267,17 @@ def _may_break_glass(request: Request, role: str) -> bool:
     return "BTG" in policy.roles[role].purposes
 
 
+def _view_purpose(request: Request, client_id: str) -> str | None:
+    """The purpose chosen for this record alone, if any (else the sign-in purpose holds)."""
+    view = request.session.get("view_purpose")
+    if isinstance(view, dict) and view.get("client") == client_id:
+        return str(view.get("purpose") or "") or None
+    return None
+
+
 @router.get("/clients/{client_id}", response_class=HTMLResponse)
-def client_record(client_id: str, request: Request, user: UserDep,
-                  purpose: str | None = None) -> Response:
-    if purpose and purpose not in enforcement(request).policy.roles[user.role].purposes:
-        purpose = None
+def client_record(client_id: str, request: Request, user: UserDep) -> Response:
+    purpose = _view_purpose(request, client_id)
     g = guard(request, user, purpose)
     settings = main_state(request).settings
     with uow(request) as unit:
@@ -292,8 +311,33 @@ def client_record(client_id: str, request: Request, user: UserDep,
         "nhs": [(SECTION_TITLES[t], sections[t]) for t in NHS],
         "alerts": sections.get("Flag", []), "timeline": timeline[:100],
         "withheld": withheld > 0, "purpose": purpose or user.purpose,
+        "purpose_for_record": purpose is not None and purpose != user.purpose,
+        "purpose_choices": purpose_choices(request, user.role),
         "break_glass": _may_break_glass(request, user.role) and purpose != "BTG",
         "reason_error": None})
+
+
+@router.post("/clients/{client_id}/purpose")
+def change_purpose(client_id: str, request: Request, user: UserDep, form: FormDep
+                   ) -> Response:
+    """View this record for another purpose of use. A purpose the role may not use is
+    refused, and the refusal audited, by the enforcement point."""
+    chosen = form.get("purpose", "").strip()
+    if not chosen:
+        return render(request, "error.html", {
+            "title": "Select a purpose of use",
+            "message": "Go back and select why you are using this record."}, status=400)
+    if chosen == "BTG":
+        return render(request, "error.html", {
+            "title": "Emergency access needs a reason",
+            "message": "Use the emergency access form on the record, and give your reason."},
+            status=400)
+    g = guard(request, user, chosen)
+    enforcement(request).check_purpose(g.ctx, Interaction.READ.value)  # AccessRefused: 403
+    request.session["view_purpose"] = {"client": client_id, "purpose": chosen}
+    display = enforcement(request).policy.purposes[chosen].display
+    request.session["flash"] = f"You are now viewing this record for {display} ({chosen})."
+    return RedirectResponse(f"/ui/clients/{client_id}", status_code=303)
 
 
 @router.post("/clients/{client_id}/break-glass")
@@ -321,4 +365,5 @@ def break_glass(client_id: str, request: Request, user: UserDep, form: FormDep) 
             return render(request, "error.html", {"title": "Emergency access not granted",
                                                   "message": str(exc)}, status=400)
         unit.commit()
-    return RedirectResponse(f"/ui/clients/{client_id}?purpose=BTG", status_code=303)
+    request.session["view_purpose"] = {"client": client_id, "purpose": "BTG"}
+    return RedirectResponse(f"/ui/clients/{client_id}", status_code=303)

@@ -23,7 +23,7 @@ from unified_record.security.scopes import ScopeSet
 from unified_record.store.unit_of_work import UnitOfWork
 
 __all__ = ["CSRFError", "Forbidden", "NotSignedIn", "WebUser", "check_csrf", "current_user",
-           "new_csrf", "require_role"]
+           "new_csrf", "purpose_choices", "require_role"]
 
 # A signed-in person reads through the same enforcement point as the API; scopes for
 # the whole record (what they may see is the consent policy's decision for their role).
@@ -69,6 +69,14 @@ def enforcement(request: Request) -> EnforcementPoint:
 def uow(request: Request) -> UnitOfWork:
     state = main_state(request)
     return UnitOfWork(state.sessions, state.keyring, state.blind_index)
+
+
+def purpose_choices(request: Request, role: str) -> list[tuple[str, str]]:
+    """(code, display) of the purposes of use the role may choose, at sign-in or for one
+    record. Break-glass is not among them: it needs its own form with a reason."""
+    policy = enforcement(request).policy
+    return [(code, policy.purposes[code].display) for code in policy.roles[role].purposes
+            if code != "BTG"]
 
 
 def guard(request: Request, user: WebUser, purpose: str | None = None) -> Guard:

@@ -29,6 +29,7 @@ from unified_record.api.ui.session import (
     UserDep,
     enforcement,
     new_csrf,
+    purpose_choices,
 )
 from unified_record.api.ui.settings import UISettings, load_ui_settings
 from unified_record.api.ui.templating import render
@@ -203,28 +204,23 @@ async def auth_callback(request: Request) -> Response:
     return RedirectResponse("/ui/purpose", status_code=303)
 
 
-def _purposes_for(request: Request, role: str) -> list[tuple[str, str]]:
-    policy = enforcement(request).policy
-    return [(code, policy.purposes[code].display) for code in policy.roles[role].purposes
-            if code != "BTG"]
-
-
 @router.get("/purpose", response_class=HTMLResponse)
 def purpose_page(request: Request, user: UserDep) -> Response:
     return render(request, "purpose.html", {"title": "Purpose of use",
-                                            "choices": _purposes_for(request, user.role),
+                                            "choices": purpose_choices(request, user.role),
                                             "error": None})
 
 
 @router.post("/purpose")
 def purpose_choose(request: Request, user: UserDep, form: FormDep) -> Response:
     chosen = form.get("purpose", "")
-    choices = _purposes_for(request, user.role)
+    choices = purpose_choices(request, user.role)
     if chosen not in {code for code, _ in choices}:
         return render(request, "purpose.html", {
             "title": "Purpose of use", "choices": choices,
             "error": "Select why you are using the record"}, status=400)
     request.session["purpose"] = chosen
+    request.session.pop("view_purpose", None)  # a new choice applies to every record again
     return RedirectResponse(_safe_next(request.session.pop("next", None)), status_code=303)
 
 
