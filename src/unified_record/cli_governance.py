@@ -299,15 +299,13 @@ def audit_trail(
     output: str = typer.Option("table", "--format", help="table | csv | bundle"),
 ) -> None:
     """Who accessed a client's record, when and why (subject access: csv or bundle)."""
-    from unified_record.audit.reports import access_line, trail_bundle, trail_csv
+    from unified_record.audit.reports import access_line, client_trail, trail_bundle, trail_csv
     from unified_record.consent.enforcement import merged_client_ids
 
     if output not in ("table", "csv", "bundle"):
         _fail("--format must be table, csv or bundle")
     with _governance(commit=False) as gov:
-        ids = merged_client_ids(gov.session, client_id)
-        records = sorted((r for cid in ids for r in gov.point.audit.entries(client_id=cid)),
-                         key=lambda r: r.seq)
+        records = client_trail(gov.point.audit, merged_client_ids(gov.session, client_id))
     if output == "bundle":
         typer.echo(json.dumps(trail_bundle(records), indent=2))
         return

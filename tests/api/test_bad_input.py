@@ -99,7 +99,8 @@ BAD_REQUESTS = [
     ("/fhir/Encounter", {"family": "Smith"}, 400),
     ("/fhir/Nope", {}, 404),
     ("/fhir/Nope/1", {}, 404),
-    ("/fhir/AuditEvent", {"_id": "1"}, 404),
+    ("/fhir/Provenance", {"_id": "1"}, 404),
+    ("/fhir/AuditEvent", {"_id": "1"}, 400),  # only ?patient= (governance officers)
     ("/fhir/Patient/x/$nope", {}, 404),
     # invalid dates
     ("/fhir/Patient", {"birthdate": "2001-13-45"}, 400),

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from unified_record import __version__
-from unified_record.api import fhir, limits, oauth
+from unified_record.api import fhir, governance, limits, oauth
 from unified_record.api.capability import capability_statement, resource_capabilities
 from unified_record.api.errors import install_error_handlers
 from unified_record.api.ui import mount_ui
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     limits.install(app, settings)
     app.include_router(oauth.router)
+    app.include_router(governance.router)  # before fhir: /fhir/{type} would take its paths
     app.include_router(fhir.router)
     mount_ui(app)  # the web pages under /ui
     return app

@@ -84,7 +84,7 @@ def resource_capabilities() -> list[dict[str, Any]]:
         return out
 
     interactions = [{"code": c} for c in ("read", "vread", "history-instance", "search-type")]
-    patient = {
+    patient: dict[str, Any] = {
         "type": "Patient", "interaction": interactions, "versioning": "versioned",
         "readHistory": True, "conditionalCreate": False,
         "searchParam": params(PATIENT_PARAMS),
@@ -93,7 +93,22 @@ def resource_capabilities() -> list[dict[str, Any]]:
                        "definition": "http://hl7.org/fhir/OperationDefinition/"
                                      "Patient-everything"}],
     }
+    patient["operation"].append({
+        "name": "audit-trail",
+        "definition": "https://unified-record.example/OperationDefinition/Patient-audit-trail",
+        "documentation": "a client's audit trail for a subject access request: a collection "
+                         "Bundle, or CSV with _format=csv (governance officers)"})
     others = [{"type": t, "interaction": interactions, "versioning": "versioned",
                "readHistory": True, "searchParam": params(CLINICAL_PARAMS),
-               "searchInclude": [f"{t}:patient", f"{t}:subject"]} for t in CLINICAL_TYPES]
-    return [patient, *others]
+               "searchInclude": [f"{t}:patient", f"{t}:subject"]}
+              for t in CLINICAL_TYPES if t != "Consent"]
+    governance = "a unified client id; governance officers only (api/governance.py)"
+    consent = {"type": "Consent", "versioning": "versioned", "readHistory": True,
+               "interaction": [{"code": c} for c in ("read", "vread", "history-instance",
+                                                     "search-type", "create")],
+               "searchParam": [{"name": "patient", "type": "reference",
+                                "documentation": governance}]}
+    audit = {"type": "AuditEvent", "interaction": [{"code": "search-type"}],
+             "searchParam": [{"name": "patient", "type": "reference",
+                              "documentation": governance}]}
+    return [patient, *others, consent, audit]

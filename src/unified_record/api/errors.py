@@ -83,8 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def is_fhir_path(request: Request) -> bool:
+    """Under /fhir, or the governance API (/governance): errors as OperationOutcome."""
     path = request.url.path.removeprefix(request.scope.get("root_path", ""))
-    return path == "/fhir" or path.startswith("/fhir/")
+    return path in ("/fhir", "/governance") or path.startswith(("/fhir/", "/governance/"))
 
 
 async def _fhir_error(_request: Request, exc: FHIRError) -> Response:

@@ -83,8 +83,19 @@ async def transaction(request: Request, caller: CallerDep) -> FHIRResponse:
         check_scope(caller, resource_type,
                     Interaction.CREATE if method == "POST" else Interaction.UPDATE)
     guard = Guard.of(request, caller)
+    for _, resource_type in _entry_targets(bundle):
+        if resource_type in SERVER_KEPT:
+            await run_in_threadpool(guard.point.audit_write, guard.ctx, str(bundle["type"]),
+                                    [], "deny", f"Bundle not accepted: {resource_type}")
+            raise FHIRError(422, "processing", f"{resource_type}: "
+                            f"{SERVER_KEPT[resource_type]}")
     response: FHIRResponse = await run_in_threadpool(_store_bundle, request, guard, raw, bundle)
     return response
+
+
+# Governance records no partner may write in a Bundle.
+SERVER_KEPT = {"AuditEvent": "the audit log is written by this server only",
+               "Consent": "record consents and objections with POST /fhir/Consent"}
 
 
 @router.post("/Consent", response_class=FHIRResponse, status_code=201,

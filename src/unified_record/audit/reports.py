@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
-from unified_record.audit.log import AuditRecord
+from unified_record.audit.log import AuditLog, AuditRecord
 from unified_record.fhir.validation import validate_resource
 
-__all__ = ["AccessLine", "access_line", "trail_bundle", "trail_csv"]
+__all__ = ["AccessLine", "access_line", "client_trail", "trail_bundle", "trail_csv"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,13 @@ class AccessLine:
     withheld: int
     break_glass: bool
     source_address: str
+
+
+def client_trail(log: AuditLog, client_ids: Iterable[str]) -> list[AuditRecord]:
+    """Every entry about these ids in chain order. Pass the client and every id merged into
+    it (`consent.enforcement.merged_client_ids`), so accesses before a merge are not lost."""
+    return sorted((r for cid in set(client_ids) for r in log.entries(client_id=cid)),
+                  key=lambda r: r.seq)
 
 
 def access_line(record: AuditRecord) -> AccessLine:

@@ -389,6 +389,15 @@ class EnforcementPoint:
             self._append(by, subtype, "none", client_id, [], None, session=session)
         return changed
 
+    def authorize_governance(self, ctx: AccessContext, action: str,
+                             client_id: str | None = None, entities: Sequence[Entity] = (),
+                             outcome_desc: str | None = None) -> None:
+        """A governance report through the API (audit trail, consent history, break-glass
+        queue, denied accesses): AccessRefused (audited) unless the policy lets the caller's
+        role read governance records for its purpose; audited when allowed too."""
+        self._governance_allowed(ctx, action, client_id)
+        self._append(ctx, action, "permit", client_id, entities, outcome_desc)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _governance_allowed(self, by: Actor, action: str, client_id: str | None) -> None:

@@ -27,11 +27,11 @@ from unified_record.api.ui.session import (
 )
 from unified_record.api.ui.templating import render
 from unified_record.audit.log import AuditRecord
-from unified_record.audit.reports import AccessLine, access_line
+from unified_record.audit.reports import AccessLine, access_line, client_trail
 from unified_record.audit.signing import load_audit_signer, load_verify_keys
 from unified_record.audit.verify import verify_audit_log
 from unified_record.consent.breakglass import BreakGlassError, list_grants
-from unified_record.consent.enforcement import AccessRefused
+from unified_record.consent.enforcement import AccessRefused, merged_client_ids
 from unified_record.consent.optout import is_opted_out
 from unified_record.consent.records import ConsentError, build_consent, list_consents
 from unified_record.security.scopes import Interaction
@@ -106,12 +106,13 @@ def _client_page(request: Request, user: WebUser, client_id: str, *,
             return render(request, "error.html", {"title": "Client not found",
                                                   "message": "There is no client with this id."},
                           status=404)
-        consents, _ = g.filter(unit, list_consents(unit.resources, [client_id]),
+        merged = merged_client_ids(unit.session, client_id)
+        consents, _ = g.filter(unit, list_consents(unit.resources, merged),
                                Interaction.SEARCH_TYPE)
         opted_out = is_opted_out(unit.session, [client_id])
         grants = list_grants(unit.session, state.keyring, open_only=False, client_id=client_id)
         unit.commit()
-    viewed = _lines(request, user, enforcement(request).audit.entries(client_id=client_id))
+    viewed = _lines(request, user, client_trail(enforcement(request).audit, merged))
     policy = enforcement(request).policy
     return render(request, "governance_client.html", {
         "title": f"Governance record of client {client_id}", "client_id": client_id,
