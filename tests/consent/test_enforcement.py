@@ -175,3 +175,24 @@ def test_governance_writes_through_the_api_need_a_governance_role(
     session.commit()
     assert stored["meta"]["versionId"] == "1"
     assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain").resource is None
+
+
+def test_client_states_find_records_under_ids_merged_through_a_chain(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        clock: Clock) -> None:
+    """An opt-out recorded under C_OLDER, which was merged into C_OLD, which was merged into
+    C1, still belongs to C1; C2, with nothing on record, gets the empty state."""
+    from consent_support import C_OLD
+
+    from unified_record.consent.engine import ClientState
+    from unified_record.consent.optout import set_opt_out
+    from unified_record.store.models import ClientRow
+
+    session.add(ClientRow(id="C-OLDER", status="retired", replaced_by=C_OLD, created_run=1,
+                          updated_run=3))
+    set_opt_out(session, "C-OLDER", recorded_by="officer-1", now=clock())
+    session.commit()
+    states = point.client_states(session, repo, [C1, C2, None], clock())
+    assert states[C1].opt_out is True
+    assert states[C2] == ClientState()
+    assert set(states) == {C1, C2}

@@ -82,16 +82,23 @@ class Guard:
         return bool(shown.permitted)
 
     def filter(self, uow: UnitOfWork, bodies: Sequence[dict[str, Any]],
-               interaction: Interaction) -> tuple[list[dict[str, Any]], int]:
+               interaction: Interaction,
+               known: dict[tuple[str, str], tuple[str | None, str]] | None = None
+               ) -> tuple[list[dict[str, Any]], int]:
         with refusals():
             shown = self.point.filter_resources(uow.session, uow.resources, self.ctx,
-                                                list(bodies), interaction=interaction.value)
+                                                list(bodies), interaction=interaction.value,
+                                                known=known)
         return shown.permitted, shown.withheld
 
     def filter_found(self, uow: UnitOfWork, found: Sequence[Found],
                      interaction: Interaction) -> tuple[list[Found], int]:
-        """The permitted matches, in order, each with its (possibly redacted) body."""
-        permitted, withheld = self.filter(uow, [f.resource for f in found], interaction)
+        """The permitted matches, in order, each with its (possibly redacted) body. The
+        provenance and labels the search read with each match go to the engine as they are
+        (a golden Patient is not stored: no source organisation, its own labels)."""
+        known = {(str(f.resource.get("resourceType")), str(f.resource.get("id"))):
+                 (f.source_org, " ".join(f.security_labels)) for f in found}
+        permitted, withheld = self.filter(uow, [f.resource for f in found], interaction, known)
         by_key = {(f.resource.get("resourceType"), f.resource.get("id")): f for f in found}
         kept = [replace(by_key[(body.get("resourceType"), body.get("id"))], resource=body)
                 for body in permitted]

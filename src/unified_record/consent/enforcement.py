@@ -86,8 +86,13 @@ from unified_record.consent.records import (
 )
 from unified_record.security.caller import Caller
 from unified_record.store.crypto import Cipher
-from unified_record.store.governance_models import OptOutRow
-from unified_record.store.models import ClientMemberRow, ClientRow, ResourceRow
+from unified_record.store.governance_models import BreakGlassGrantRow, OptOutRow
+from unified_record.store.models import (
+    ClientMemberRow,
+    ClientRow,
+    ResourceRow,
+    SearchIndexRow,
+)
 from unified_record.store.resources import ResourceRepository
 
 __all__ = [
@@ -208,12 +213,15 @@ class EnforcementPoint:
     def filter_resources(self, session: Session, repository: ResourceRepository,
                          ctx: AccessContext, bodies: Sequence[Mapping[str, Any]], *,
                          interaction: str = "search-type",
-                         parameters: Iterable[str] = ()) -> Filtered:
+                         parameters: Iterable[str] = (),
+                         known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None
+                         ) -> Filtered:
         """Decide each resource; keep the permitted ones (redacted) in order, and audit one
-        entry per client concerned. Filter before paging and counting."""
+        entry per client concerned. Filter before paging and counting. `known`: see
+        `candidates`."""
         self.check_purpose(ctx, interaction)
         now = self._clock()
-        candidates = self.candidates(session, bodies)
+        candidates = self.candidates(session, bodies, known)
         states: dict[str | None, ClientState] = dict(self.client_states(
             session, repository, {c.client_id for c in candidates} - {None}, now))
 
@@ -229,13 +237,19 @@ class EnforcementPoint:
 
     # -- what the engine needs from the store ------------------------------------------------
 
-    def candidates(self, session: Session, bodies: Sequence[Mapping[str, Any]]
+    def candidates(self, session: Session, bodies: Sequence[Mapping[str, Any]],
+                   known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None
                    ) -> list[Candidate]:
-        """Facts (provenance, categories) and client of each body, in few queries."""
+        """Facts (provenance, categories) and client of each body, in few queries. `known`:
+        (type, id) -> (source organisation, stored labels) the caller has already read from
+        the resource rows ((None, "") for a resource that is not stored, the golden Patient)."""
+        known = known or {}
         by_type: dict[str, set[str]] = defaultdict(set)
+        rows: dict[tuple[str, str], tuple[str | None, str]] = dict(known)
         for body in bodies:
-            by_type[str(body.get("resourceType"))].add(str(body.get("id")))
-        rows: dict[tuple[str, str], tuple[str | None, str]] = {}
+            key = (str(body.get("resourceType")), str(body.get("id")))
+            if key not in rows:
+                by_type[key[0]].add(key[1])
         for resource_type, ids in by_type.items():
             stmt = sa.select(ResourceRow.id, ResourceRow.source_org,
                              ResourceRow.security_labels).where(
@@ -257,30 +271,77 @@ class EnforcementPoint:
         return found
 
     def clients_of(self, session: Session, patient_ids: Iterable[str]) -> dict[str, str]:
-        """Source Patient id or client id -> the active client id it belongs to."""
+        """Source Patient id or client id -> the active client id it belongs to (one query;
+        a retired client is followed to the one that absorbed it)."""
         ids = sorted(set(patient_ids))
-        found: dict[str, str] = {}
-        if not ids:
-            return found
-        for uid, client_id in session.execute(
-                sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
-                .where(ClientMemberRow.unique_id.in_(ids))):
-            found[uid] = client_id
-        for client in session.scalars(sa.select(ClientRow).where(ClientRow.id.in_(ids))):
-            found.setdefault(client.id, client.id)
-        return {uid: _successor(session, cid) for uid, cid in found.items()}
+        found: dict[str, tuple[str, str, str | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            members = (sa.select(sa.literal(0), ClientMemberRow.unique_id, ClientRow.id,
+                                 ClientRow.status, ClientRow.replaced_by)
+                       .join(ClientRow, ClientRow.id == ClientMemberRow.client_id)
+                       .where(ClientMemberRow.unique_id.in_(chunk)))
+            clients = (sa.select(sa.literal(1), ClientRow.id, ClientRow.id, ClientRow.status,
+                                 ClientRow.replaced_by).where(ClientRow.id.in_(chunk)))
+            rows = sorted(session.execute(sa.union_all(members, clients)), key=lambda r: r[0],
+                          reverse=True)
+            for _, uid, client_id, status, replaced_by in rows:  # member rows win (last)
+                found[uid] = (client_id, status, replaced_by)
+        return {uid: (_successor(session, cid) if status == "retired" and replaced_by
+                      else cid) for uid, (cid, status, replaced_by) in found.items()}
 
     def client_states(self, session: Session, repository: ResourceRepository,
                       client_ids: Iterable[str | None], now: datetime
                       ) -> dict[str | None, ClientState]:
-        """`client_state` for many clients in a few queries: only the clients with something
-        on record (a consent, an opt-out or a grant, under their id or a merged one) are
-        read one by one; every other client gets the empty state."""
+        """`client_state` for many clients: one query finds the clients with something on
+        record (a consent, an opt-out or a live grant); only those are read one by one and
+        every other client gets the empty state. Where another client was merged into one
+        of them, the merged ids are followed first (their records still count)."""
         wanted = sorted({c for c in client_ids if c})
         if not wanted:
             return {}
-        owner = {c: c for c in wanted}  # every id (merged ones too) -> the client asked for
-        frontier = wanted
+        on_record: set[str] = set()
+        merged: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            kinds = self._on_record(session, repository, wanted[start:start + 500], now)
+            on_record |= kinds["record"]
+            merged |= kinds["merged"]
+        if merged:
+            on_record |= self._merged_on_record(session, repository, sorted(merged), now)
+        return {c: (self.client_state(session, repository, c, now) if c in on_record
+                    else ClientState()) for c in wanted}
+
+    def _on_record(self, session: Session, repository: ResourceRepository,
+                   client_ids: Sequence[str], now: datetime) -> dict[str, set[str]]:
+        """In one query: which of these clients have a Consent, an opt-out or a live
+        break-glass grant under their own id ("record"), and which absorbed another
+        client in a merge ("merged")."""
+        digests = {repository.digest("patient", c): c for c in client_ids}
+        stmt: sa.CompoundSelect[Any] = sa.union_all(
+            sa.select(sa.literal("consent").label("kind"), SearchIndexRow.value_hash.label("key"))
+            .where(SearchIndexRow.resource_type == "Consent", SearchIndexRow.param == "patient",
+                   SearchIndexRow.value_hash.in_(sorted(digests))),
+            sa.select(sa.literal("opt-out"), OptOutRow.client_id)
+            .where(OptOutRow.client_id.in_(client_ids)),
+            sa.select(sa.literal("grant"), BreakGlassGrantRow.client_id)
+            .where(BreakGlassGrantRow.client_id.in_(client_ids),
+                   BreakGlassGrantRow.expires_at > now, BreakGlassGrantRow.granted_at <= now),
+            sa.select(sa.literal("merged"), ClientRow.replaced_by)
+            .where(ClientRow.replaced_by.in_(client_ids)))
+        found: dict[str, set[str]] = {"record": set(), "merged": set()}
+        for kind, key in session.execute(stmt):
+            if kind == "consent":
+                found["record"].add(digests[key])
+            else:
+                found["merged" if kind == "merged" else "record"].add(str(key))
+        return found
+
+    def _merged_on_record(self, session: Session, repository: ResourceRepository,
+                          survivors: Sequence[str], now: datetime) -> set[str]:
+        """Those of `survivors` with a consent, opt-out or grant under an id merged into
+        them (directly or through other merges)."""
+        owner = {c: c for c in survivors}  # every id (merged ones too) -> its survivor
+        frontier = list(survivors)
         while frontier:
             absorbed = [(rid, str(by)) for rid, by in session.execute(
                 sa.select(ClientRow.id, ClientRow.replaced_by)
@@ -288,14 +349,10 @@ class EnforcementPoint:
             for rid, by in absorbed:
                 owner[rid] = owner[by]
             frontier = sorted(rid for rid, _ in absorbed)
-        ids = sorted(owner)
-        on_record = {owner[c] for c in repository.search_many("Consent", "patient", ids)}
-        on_record |= {owner[c] for c in session.scalars(
-            sa.select(OptOutRow.client_id).where(OptOutRow.client_id.in_(ids)))}
-        on_record |= {owner[g.client_id] for g in active_grants(session, ids, now)
-                      if g.client_id in owner}
-        return {c: (self.client_state(session, repository, c, now) if c in on_record
-                    else ClientState()) for c in wanted}
+        ids = sorted(set(owner) - set(survivors))
+        return {owner[c] for start in range(0, len(ids), 500)
+                for c in self._on_record(session, repository, ids[start:start + 500],
+                                         now)["record"]}
 
     def client_state(self, session: Session, repository: ResourceRepository,
                      client_id: str | None, now: datetime) -> ClientState:

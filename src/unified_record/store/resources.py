@@ -206,6 +206,10 @@ class ResourceRepository:
         )
         return list(self._session.scalars(stmt))
 
+    def digest(self, param: str, normalised_value: str) -> str:
+        """The keyed hash under which `search` finds this value (for joins in one query)."""
+        return self._index.digest(param, normalised_value)
+
     def search_many(self, resource_type: str, param: str, normalised_values: Iterable[str]
                     ) -> dict[str, list[str]]:
         """`search` for many values in one query: value -> ids (values with no match left out)."""
