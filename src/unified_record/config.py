@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     oidc_audience: str = ""
     oidc_organisation_claim: str = "organisation"
     oidc_role_claim: str = "role"
+    # The built-in demo sign-in (development only) may also sign staff in to one other
+    # service, acting as its OpenID Connect provider: that service's client id, secret and
+    # redirect URIs (comma-separated), e.g. a second Unified Record's /ui/auth/callback.
+    login_client_id: str = ""
+    login_client_secret: str = Field(default="", repr=False)
+    login_redirect_uris: str = ""
     # Information governance (docs/governance.md). The consent policy folder (consent/*.yaml);
     # empty means the repository's consent/ folder, which an installed wheel does not carry.
     consent_dir: Path | None = None
@@ -102,6 +108,12 @@ class Settings(BaseSettings):
         if any(oidc.values()) and not all(oidc.values()):
             missing = [name for name, value in oidc.items() if not value]
             raise ValueError(f"an external OpenID Connect provider needs {', '.join(missing)}")
+        login = {"UR_LOGIN_CLIENT_ID": self.login_client_id,
+                 "UR_LOGIN_CLIENT_SECRET": self.login_client_secret,
+                 "UR_LOGIN_REDIRECT_URIS": self.login_redirect_uris}
+        if any(login.values()) and not all(login.values()):
+            missing = [name for name, value in login.items() if not value]
+            raise ValueError(f"another service signing in here needs {', '.join(missing)}")
         if self.token_signing_key and self.token_signing_key_file:
             raise ValueError(
                 "set UR_TOKEN_SIGNING_KEY or UR_TOKEN_SIGNING_KEY_FILE, not both")

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from unified_record.security.authorization_server import ASSERTION_TYPE, AuthorizationServer
-from unified_record.security.login import DEMO_USERS, LoginError, LoginServer
+from unified_record.security.login import DEMO_USERS, LoginError, LoginServer, RelyingParty
 from unified_record.security.signing_key import SigningKey
 
 __all__ = ["router"]
@@ -69,7 +69,8 @@ async def token(request: Request) -> JSONResponse:
         if login is None:
             return _oauth_error(400, "unsupported_grant_type",
                                 "authorization_code is not offered here")
-        result = await run_in_threadpool(login.token_response, dict(form))
+        result = await run_in_threadpool(login.token_response, dict(form),
+                                         request.headers.get("authorization"))
         return JSONResponse(result.body, status_code=result.status, headers=result.headers)
     server: AuthorizationServer = request.app.state.authorization_server
     result = await run_in_threadpool(server.token_response, form,
@@ -100,8 +101,13 @@ def login_server(request: Request) -> LoginServer | None:
         return None
     if getattr(state, "login_server", None) is None:
         server: AuthorizationServer = state.authorization_server
+        settings = state.settings
+        other = RelyingParty(settings.login_client_id, settings.login_client_secret, tuple(
+            uri.strip() for uri in settings.login_redirect_uris.split(",") if uri.strip())
+        ) if settings.login_client_id else None
         state.login_server = LoginServer(state.signing_key, server.clients,
-                                         issuer=state.settings.resolved_public_url)
+                                         issuer=settings.resolved_public_url,
+                                         relying_party=other)
     login: LoginServer = state.login_server
     return login
 

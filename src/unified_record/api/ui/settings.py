@@ -8,14 +8,16 @@ session secret (`UR_UI_SESSION_SECRET`, 32 bytes or more), and refuses to start 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from unified_record.config import ConfigError, Settings
 
-__all__ = ["UISettings", "load_ui_settings"]
+__all__ = ["UISettings", "load_ui_settings", "role_from_claim"]
 
 
 class UISettings(BaseSettings):
@@ -30,6 +32,10 @@ class UISettings(BaseSettings):
     # Claims of the ID token that name the user's role and organisation.
     role_claim: str = "role"
     organisation_claim: str = "organisation"
+    # The provider's names for roles where they differ from the policy's (consent/roles.yaml),
+    # as JSON: {"provider value": "role", ...}, e.g. {"CSC-SocialWorkers": "social_worker"}.
+    # When set it is the whole list: a value it does not name gives no role.
+    role_map: dict[str, str] = Field(default_factory=dict)
     # Signs the session cookie. Empty in development: derived from the token signing key.
     session_secret: str = Field(default="", repr=False)
     session_minutes: int = Field(default=480, ge=5, le=24 * 60)
@@ -54,3 +60,16 @@ def load_ui_settings(settings: Settings) -> UISettings:
         if len(ui.session_secret) < 32:
             raise ConfigError("UR_UI_SESSION_SECRET must be at least 32 characters")
     return ui
+
+
+def role_from_claim(value: Any, ui: UISettings, known: Collection[str]) -> str | None:
+    """The policy role named by the ID token's role claim (a string, or a list such as
+    groups), through `UR_UI_ROLE_MAP` when set; None when it names no known role."""
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    for item in values:
+        if not isinstance(item, str):
+            continue
+        role = ui.role_map.get(item) if ui.role_map else item
+        if role in known:
+            return role
+    return None

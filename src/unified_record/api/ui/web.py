@@ -17,6 +17,7 @@ from authlib.integrations.starlette_client import OAuth, OAuthError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from joserfc.errors import JoseError
 from starlette.middleware.sessions import SessionMiddleware
 
 from unified_record.api.errors import FHIRError
@@ -31,7 +32,7 @@ from unified_record.api.ui.session import (
     new_csrf,
     purpose_choices,
 )
-from unified_record.api.ui.settings import UISettings, load_ui_settings
+from unified_record.api.ui.settings import UISettings, load_ui_settings, role_from_claim
 from unified_record.api.ui.templating import render
 from unified_record.config import Settings
 from unified_record.consent.enforcement import AccessRefused
@@ -181,15 +182,20 @@ async def auth_callback(request: Request) -> Response:
     client = request.app.state.oauth
     ui: UISettings = request.app.state.ui_settings
     try:
+        # Checks the state, the code (at the provider), and the ID token: signature (the
+        # provider's JWKS), issuer, audience, expiry and nonce.
         token = await client.authorize_access_token(request)
-    except OAuthError:
-        return render(request, "error.html", {
-            "title": "Sign-in failed",
-            "message": "The sign-in could not be completed. Try again."}, status=400)
+    except (OAuthError, JoseError, httpx2.HTTPError, ValueError):
+        return _sign_in_failed(request)
     info = token.get("userinfo") or {}
-    role, organisation = info.get(ui.role_claim), info.get(ui.organisation_claim)
+    # The token must come from the provider configured here, not merely from whatever
+    # issuer its discovery document names (OpenID Connect Discovery 4.3, Core 3.1.3.7).
+    if str(info.get("iss", "")).rstrip("/") != _issuer(request):
+        return _sign_in_failed(request)
     policy = enforcement(request).policy
-    if not info.get("sub") or role not in policy.roles:
+    role = role_from_claim(info.get(ui.role_claim), ui, policy.roles)
+    organisation = info.get(ui.organisation_claim)
+    if not info.get("sub") or role is None:
         return render(request, "error.html", {
             "title": "Sign-in refused",
             "message": "Your account has no role that this service knows."}, status=403)
@@ -202,6 +208,19 @@ async def auth_callback(request: Request) -> Response:
     new_csrf(request)
     request.session["next"] = next_page
     return RedirectResponse("/ui/purpose", status_code=303)
+
+
+def _sign_in_failed(request: Request) -> Response:
+    return render(request, "error.html", {
+        "title": "Sign-in failed",
+        "message": "The sign-in could not be completed. Try again."}, status=400)
+
+
+def _issuer(request: Request) -> str:
+    """The staff sign-in provider's issuer URL: the external one, else this service."""
+    ui: UISettings = request.app.state.ui_settings
+    return (ui.oidc_issuer or request.app.state.main.state.settings.resolved_public_url
+            ).rstrip("/")
 
 
 @router.get("/purpose", response_class=HTMLResponse)
