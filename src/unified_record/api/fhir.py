@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -18,6 +19,7 @@ from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
 from unified_record.api.guard import Guard, refusals
 from unified_record.api.responses import FHIR_JSON, FHIRResponse
+from unified_record.consent.notice import record_withholds
 from unified_record.consent.records import ConsentError
 from unified_record.ingest import Pipeline
 from unified_record.ingest.fhir_bundle import entry_key
@@ -318,11 +320,36 @@ def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRR
                            settings.client_id_system)
         except SearchError as exc:
             raise FHIRError(400, "not-supported", str(exc)) from None
-        shown, withheld = guard.filter_found(uow, matches, Interaction.SEARCH_TYPE)
+        shown, _ = guard.filter_found(uow, matches, Interaction.SEARCH_TYPE)
         bundle = _searchset(request, query, shown, uow, guard)
+        notice = _record_notice(uow, guard, query, shown)
         uow.commit()
-    _warn_withheld(bundle, withheld)
+    _warn_withheld(bundle, int(notice))
     return FHIRResponse(bundle)
+
+
+def _record_notice(uow: UnitOfWork, guard: Guard, query: SearchRequest,
+                   shown: list[Found]) -> bool:
+    """The withheld notice of a search: about the whole record of the clients it concerns
+    (those of its visible matches, and client ids it names), never about its matches,
+    else `?_id=X` would say whether a withheld X exists (`consent.notice`)."""
+    named = {v.removeprefix("Patient/") for c in query.criteria
+             if c.name in ("patient", "subject", "_id") for v in c.values}
+    clients = set(uow.session.scalars(sa.select(ClientRow.id).where(
+        ClientRow.id.in_(sorted(named)), ClientRow.status == "active"))) if named else set()
+    references = {str(f.resource.get("id")) if f.resource.get("resourceType") == "Patient"
+                  else _subject_id(f.resource) for f in shown} - {""}
+    clients |= set(guard.point.clients_of(uow.session, references).values())
+    return record_withholds(guard.point, uow.session, uow.resources, uow.blind_index,
+                            guard.ctx, clients)
+
+
+def _subject_id(body: dict[str, Any]) -> str:
+    for name in ("subject", "patient"):
+        reference = (body.get(name) or {}).get("reference")
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            return reference.removeprefix("Patient/")
+    return ""
 
 
 @router.get("/Patient/{client_id}/$everything", response_class=FHIRResponse,
