@@ -136,17 +136,6 @@ def ask(twins: tuple[World, World, str]) -> Any:
     _tokens.clear()
 
 
-GOLDEN_LEAK = pytest.mark.xfail(strict=True, reason=(
-    "known leak, not fixed yet: the unified client (golden Patient) is assembled from all "
-    "its source Patients, withheld ones too (their names, and a link to them), in read, "
-    "Patient search and $everything; a search on a withheld record's name finds the client"))
-
-
-def _golden_leak(request: pytest.FixtureRequest, twins: tuple[World, World, str]) -> None:
-    if twins[2] == "patient":
-        request.applymarker(GOLDEN_LEAK)
-
-
 def _ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
     return [e["resource"]["id"] for e in bundle.get("entry", [])
             if e.get("search", {}).get("mode") == mode]
@@ -162,9 +151,8 @@ def test_read_and_vread_look_like_missing(twins: tuple[World, World, str], ask: 
     assert ask("/fhir/Condition/cond-decoy")[0] == 404
 
 
-def test_searches_counts_and_totals(request: pytest.FixtureRequest,
-                                    twins: tuple[World, World, str], ask: Any) -> None:
-    _golden_leak(request, twins)
+def test_searches_counts_and_totals(
+        twins: tuple[World, World, str], ask: Any) -> None:
     searches = [
         f"/fhir/Condition?patient={C1}", "/fhir/Condition?patient=p-acute",
         f"/fhir/Condition?patient=Patient/{C1}&_summary=count",
@@ -206,9 +194,8 @@ def test_paging_links_and_page_sizes(twins: tuple[World, World, str], ask: Any) 
             assert seen == (2 if count else 0)
 
 
-def test_include_and_revinclude(request: pytest.FixtureRequest,
-                                twins: tuple[World, World, str], ask: Any) -> None:
-    _golden_leak(request, twins)
+def test_include_and_revinclude(
+        twins: tuple[World, World, str], ask: Any) -> None:
     for url in (f"/fhir/Condition?patient={C1}&_include=Condition:subject",
                 f"/fhir/Condition?patient={C1}&_include=Condition:patient&_count=1",
                 f"/fhir/Patient?_id={C1}&_revinclude=Condition:subject",
@@ -219,10 +206,9 @@ def test_include_and_revinclude(request: pytest.FixtureRequest,
 
 
 def test_has_chains_elements_and_totals_are_refused_alike(
-        request: pytest.FixtureRequest, twins: tuple[World, World, str], ask: Any) -> None:
+        twins: tuple[World, World, str], ask: Any) -> None:
     """Unsupported parameters are refused before any data is read: the refusal is the same
     whether or not something matching exists."""
-    _golden_leak(request, twins)
     for url in (f"/fhir/Patient?_has:Condition:patient:code={SECRET_CODE}",
                 f"/fhir/Patient?_has:Condition:subject:_id={TARGET}",
                 "/fhir/Condition?patient.name=Hiddenname",
@@ -241,10 +227,9 @@ def test_has_chains_elements_and_totals_are_refused_alike(
         assert status == 400 and body["issue"][0]["severity"] == "error", url
 
 
-def test_everything_and_the_unified_client(request: pytest.FixtureRequest,
-                                           twins: tuple[World, World, str],
+def test_everything_and_the_unified_client(
+        twins: tuple[World, World, str],
                                            ask: Any) -> None:
-    _golden_leak(request, twins)
     assert ask(f"/fhir/Patient/{C1}/$everything")[0] == 200
     status, golden = ask(f"/fhir/Patient/{C1}")
     assert status == 200 and golden["id"] == C1

@@ -25,10 +25,15 @@ from unified_record.ingest import Pipeline
 from unified_record.ingest.fhir_bundle import entry_key
 from unified_record.ingest.mapping import resource_id
 from unified_record.ingest.sources import SourceMessage
-from unified_record.linkage.golden import golden_patient
 from unified_record.records import SearchError, everything, find, parse_search
 from unified_record.records.paging import PageError, page_after
-from unified_record.records.search import CLINICAL_TYPES, Found, SearchRequest, sort_key
+from unified_record.records.search import (
+    CLINICAL_TYPES,
+    Found,
+    SearchRequest,
+    sort_key,
+    unified_patient,
+)
 from unified_record.security.scopes import Interaction
 from unified_record.store.models import ClientRow
 from unified_record.store.unit_of_work import UnitOfWork
@@ -222,9 +227,10 @@ def read(resource_type: TypeDep, resource_id: IdPath, request: Request,
     guard = Guard.of(request, caller)
     with _uow(request) as uow:
         if resource_type == "Patient" and _is_client(uow, resource_id):
-            body = golden_patient(uow.session, uow.resources, resource_id,
-                                  request.app.state.settings.client_id_system)
-            shown = guard.assembled(uow, body, Interaction.READ) if body else None
+            golden = unified_patient(uow.session, uow.resources, resource_id,
+                                     request.app.state.settings.client_id_system,
+                                     guard.visible(uow))
+            shown = guard.assembled(uow, golden.resource, Interaction.READ) if golden else None
         else:
             versions = uow.resources.versions(resource_type, resource_id)
             if versions and versions[0].deleted and guard.may_know_deleted(
@@ -317,7 +323,7 @@ def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRR
     with _uow(request) as uow:
         try:
             matches = find(uow.session, uow.resources, uow.blind_index, query,
-                           settings.client_id_system)
+                           settings.client_id_system, guard.visible(uow))
         except SearchError as exc:
             raise FHIRError(400, "not-supported", str(exc)) from None
         shown, _ = guard.filter_found(uow, matches, Interaction.SEARCH_TYPE)
@@ -359,7 +365,7 @@ def patient_everything(client_id: IdPath, request: Request, caller: CallerDep) -
     guard = Guard.of(request, caller)
     with _uow(request) as uow:
         found = everything(uow.session, uow.resources, uow.blind_index, client_id,
-                           request.app.state.settings.client_id_system)
+                           request.app.state.settings.client_id_system, guard.visible(uow))
         if found is None:
             uow.commit()
             raise FHIRError(404, "not-found", f"Patient/{client_id} is not a unified client")

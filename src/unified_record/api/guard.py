@@ -20,7 +20,7 @@ from fastapi import Request
 from unified_record.api.errors import FHIRError
 from unified_record.audit.log import AuditWriteError
 from unified_record.consent.enforcement import AccessContext, AccessRefused, EnforcementPoint
-from unified_record.records.search import Found, SearchRequest, included
+from unified_record.records.search import Found, SearchRequest, Visible, included
 from unified_record.security.caller import Caller
 from unified_record.security.scopes import Interaction
 from unified_record.store.unit_of_work import UnitOfWork
@@ -93,16 +93,22 @@ class Guard:
 
     def filter_found(self, uow: UnitOfWork, found: Sequence[Found],
                      interaction: Interaction) -> tuple[list[Found], int]:
-        """The permitted matches, in order, each with its (possibly redacted) body. The
-        provenance and labels the search read with each match go to the engine as they are
-        (a golden Patient is not stored: no source organisation, its own labels)."""
-        known = {(str(f.resource.get("resourceType")), str(f.resource.get("id"))):
-                 (f.source_org, " ".join(f.security_labels)) for f in found}
-        permitted, withheld = self.filter(uow, [f.resource for f in found], interaction, known)
+        """The permitted matches, in order, each with its (possibly redacted) body."""
+        permitted, withheld = self.filter(uow, [f.resource for f in found], interaction,
+                                          _facts(found))
         by_key = {(f.resource.get("resourceType"), f.resource.get("id")): f for f in found}
         kept = [replace(by_key[(body.get("resourceType"), body.get("id"))], resource=body)
                 for body in permitted]
         return kept, withheld
+
+    def visible(self, uow: UnitOfWork) -> Visible:
+        """For assembling a golden Patient: each source Patient as the caller may see it,
+        or None (decided, not audited; the golden Patient is, when returned)."""
+        def decide(found: Sequence[Found]) -> list[dict[str, Any] | None]:
+            with refusals():
+                return self.point.visible(uow.session, uow.resources, self.ctx,
+                                          [f.resource for f in found], known=_facts(found))
+        return decide
 
     def included(self, uow: UnitOfWork, request: SearchRequest,
                  page: Sequence[Found]) -> list[Found]:
@@ -111,3 +117,10 @@ class Guard:
             return []
         kept, _ = self.filter_found(uow, extra, Interaction.SEARCH_TYPE)
         return kept
+
+
+def _facts(found: Sequence[Found]) -> dict[tuple[str, str], tuple[str | None, str]]:
+    """The provenance and labels a search read with each match, for the engine as they are
+    (a golden Patient is not stored: no source organisation, its own labels)."""
+    return {(str(f.resource.get("resourceType")), str(f.resource.get("id"))):
+            (f.source_org, " ".join(f.security_labels)) for f in found}

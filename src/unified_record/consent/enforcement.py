@@ -220,6 +220,28 @@ class EnforcementPoint:
         entry per client concerned. Filter before paging and counting. `known`: see
         `candidates`."""
         self.check_purpose(ctx, interaction)
+        shown = self._decide(session, repository, ctx, bodies, known)
+        self._audit_filtered(ctx, interaction, shown, list(parameters))
+        return shown
+
+    def visible(self, session: Session, repository: ResourceRepository, ctx: AccessContext,
+                bodies: Sequence[Mapping[str, Any]], *, interaction: str = "read",
+                known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None
+                ) -> list[dict[str, Any] | None]:
+        """Each resource as the caller may see it (redacted as its obligations say), or None
+        where withheld; decided but not audited. For the parts of a resource the API
+        assembles (the golden Patient from source Patients), which is itself decided and
+        audited when returned. A purpose the role may not use is refused here already
+        (AccessRefused, audited), so that it never shows as a 404."""
+        self.check_purpose(ctx, interaction)
+        shown = self._decide(session, repository, ctx, bodies, known)
+        permitted = iter(shown.permitted)
+        return [next(permitted) if decision.permit else None
+                for _, decision in shown.decisions]
+
+    def _decide(self, session: Session, repository: ResourceRepository, ctx: AccessContext,
+                bodies: Sequence[Mapping[str, Any]],
+                known: Mapping[tuple[str, str], tuple[str | None, str]] | None) -> Filtered:
         now = self._clock()
         candidates = self.candidates(session, bodies, known)
         states: dict[str | None, ClientState] = dict(self.client_states(
@@ -230,10 +252,8 @@ class EnforcementPoint:
                 states[client_id] = self.client_state(session, repository, client_id, now)
             return states[client_id]
 
-        shown = filter_permitted(ctx.caller, ctx.purpose, candidates, self.policy, state_of,
-                                 now)
-        self._audit_filtered(ctx, interaction, shown, list(parameters))
-        return shown
+        return filter_permitted(ctx.caller, ctx.purpose, candidates, self.policy, state_of,
+                                now)
 
     # -- what the engine needs from the store ------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,12 @@ from sqlalchemy.orm import Session
 
 from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM
 from unified_record.ingest.search_values import fold_name, postcode_key, soundex
-from unified_record.linkage.golden import DEFAULT_CLIENT_SYSTEM, SourcePatient, assemble_golden
+from unified_record.linkage.golden import (
+    DEFAULT_CLIENT_SYSTEM,
+    SourcePatient,
+    assemble_golden,
+    golden_patient,
+)
 from unified_record.store.crypto import BlindIndexer
 from unified_record.store.models import ClientMemberRow, ClientRow, ResourceRow, SearchIndexRow
 from unified_record.store.resources import ResourceRepository
@@ -49,12 +54,16 @@ __all__ = [
     "Found",
     "SearchError",
     "SearchRequest",
+    "Visible",
+    "client_sources",
     "find",
+    "golden_found",
     "included",
     "load_found",
     "parse_date",
     "parse_search",
     "sort_key",
+    "unified_patient",
 ]
 
 PATIENT_PARAMS = ("_id", "identifier", "family", "given", "name", "phonetic", "birthdate",
@@ -301,12 +310,18 @@ class Found:
     last_updated: datetime
 
 
+# Each Found's body as the caller may see it, or None where withheld (decided, not audited).
+Visible = Callable[[Sequence[Found]], list[dict[str, Any] | None]]
+
+
 def find(session: Session, repository: ResourceRepository, blind_index: BlindIndexer,
-         request: SearchRequest, client_system: str = DEFAULT_CLIENT_SYSTEM) -> list[Found]:
-    """Every match of `request`, sorted (paging and consent filtering are the caller's)."""
+         request: SearchRequest, client_system: str = DEFAULT_CLIENT_SYSTEM,
+         visible: Visible | None = None) -> list[Found]:
+    """Every match of `request`, sorted (paging and consent filtering are the caller's;
+    `visible` decides which source Patients a unified client is assembled from)."""
     if request.resource_type == "Patient":
         sources = _patients(session, repository, blind_index, request, client_system)
-        found = (_clients(session, repository, sources, request, client_system)
+        found = (_clients(session, repository, sources, request, client_system, visible)
                  if request.view == "unified" else sources)
     else:
         found = _clinical(session, repository, blind_index, request)
@@ -468,9 +483,12 @@ def load_found(session: Session, repository: ResourceRepository, resource_type: 
 
 
 def _clients(session: Session, repository: ResourceRepository, sources: list[Found],
-             request: SearchRequest, client_system: str) -> list[Found]:
+             request: SearchRequest, client_system: str, visible: Visible | None
+             ) -> list[Found]:
     """The unified clients (golden Patients) the matching source records belong to: every
-    member of those clients is read in a few batched queries, then assembled in memory."""
+    member of those clients is read in a few batched queries, then assembled in memory,
+    from the members the caller may see only. A client is found only through a match the
+    caller may see (a search on a withheld record's name must not find its client)."""
     ids = [f.resource["id"] for f in sources]
     members: dict[str, list[str]] = {}
     for start in range(0, len(ids), 500):
@@ -491,17 +509,62 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
     missing = {uid for uids in members.values() for uid in uids} - set(known)
     known.update({f.resource["id"]: f for f in
                   load_found(session, repository, "Patient", missing, ())})
+    shown = _visible_by_id(list(known.values()), visible)
+    matched = set(ids) & set(shown)
     found: list[Found] = []
     for client_id in sorted(active):
-        parts = [known[uid] for uid in members[client_id] if uid in known]
-        golden = assemble_golden(client_id, [
-            SourcePatient(p.resource, p.source_org, p.last_updated.isoformat())
-            for p in parts], client_system)
-        labels = tuple(sorted({c.get("code", "") for c in
-                               (golden.get("meta") or {}).get("security") or []}))
-        newest = max((p.last_updated for p in parts), default=datetime.now(UTC))
-        found.append(Found(golden, "unified-record", None, labels, newest))
+        if not matched.intersection(members[client_id]):
+            continue
+        found.append(golden_found(client_id, [shown[uid] for uid in members[client_id]
+                                              if uid in shown], client_system))
     return found
+
+
+def unified_patient(session: Session, repository: ResourceRepository, client_id: str,
+                    client_system: str = DEFAULT_CLIENT_SYSTEM, visible: Visible | None = None
+                    ) -> Found | None:
+    """One client's golden Patient, assembled from the source Patients the caller may see:
+    None for an unknown client or one none of whose records the caller may see (so that it
+    answers as a missing one does). A retired client gives its inactive replaced-by form."""
+    client = session.get(ClientRow, client_id)
+    if client is None:
+        return None
+    if client.status != "active":
+        retired = golden_patient(session, repository, client_id, client_system)
+        return None if retired is None else Found(retired, "unified-record", None, (),
+                                                  datetime(1970, 1, 1, tzinfo=UTC))
+    parts = list(_visible_by_id(client_sources(session, repository, client_id),
+                                visible).values())
+    return golden_found(client_id, parts, client_system) if parts else None
+
+
+def client_sources(session: Session, repository: ResourceRepository, client_id: str
+                   ) -> list[Found]:
+    """The source Patients linked to one client, by id."""
+    members = session.scalars(sa.select(ClientMemberRow.unique_id)
+                              .where(ClientMemberRow.client_id == client_id))
+    return sorted(load_found(session, repository, "Patient", members, ()),
+                  key=lambda f: str(f.resource.get("id")))
+
+
+def golden_found(client_id: str, parts: Sequence[Found], client_system: str) -> Found:
+    """The golden Patient of `parts` (a client's source Patients) with its search facts."""
+    ordered = sorted(parts, key=lambda p: str(p.resource.get("id")))
+    golden = assemble_golden(client_id, [
+        SourcePatient(p.resource, p.source_org, p.last_updated.isoformat()) for p in ordered],
+        client_system)
+    labels = tuple(sorted({c.get("code", "") for c in
+                           (golden.get("meta") or {}).get("security") or []}))
+    newest = max((p.last_updated for p in ordered), default=datetime.now(UTC))
+    return Found(golden, "unified-record", None, labels, newest)
+
+
+def _visible_by_id(found: Sequence[Found], visible: Visible | None) -> dict[str, Found]:
+    """id -> each Found the caller may see, with its body as the caller may see it."""
+    if visible is None:
+        return {f.resource["id"]: f for f in found}
+    return {f.resource["id"]: replace(f, resource=body)
+            for f, body in zip(found, visible(found), strict=True) if body is not None}
 
 
 def _clinical(session: Session, repository: ResourceRepository, blind_index: BlindIndexer,

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from unified_record.api.ui.session import (
     FormDep,
@@ -39,9 +40,9 @@ from unified_record.consent.records import ConsentError
 from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM
 from unified_record.ingest.mapping import MAPPINGS_DIR
 from unified_record.records import SearchError, everything, find, parse_search
-from unified_record.records.search import CODE_PATHS, DATE_PATHS, Found
+from unified_record.records.search import CODE_PATHS, DATE_PATHS, Found, client_sources
 from unified_record.security.scopes import Interaction
-from unified_record.store.models import ResourceRow
+from unified_record.store.models import ClientRow, ResourceRow
 
 __all__ = ["router"]
 
@@ -143,7 +144,7 @@ def find_client(request: Request, user: UserDep) -> Response:
     settings = main_state(request).settings
     with uow(request) as unit:
         matches = find(unit.session, unit.resources, unit.blind_index, query,
-                       settings.client_id_system)
+                       settings.client_id_system, g.visible(unit))
         shown, withheld = g.filter_found(unit, matches, Interaction.SEARCH_TYPE)
         unit.commit()
         results = [_summary(f) for f in shown[:MAX_RESULTS]]
@@ -282,12 +283,17 @@ def client_record(client_id: str, request: Request, user: UserDep) -> Response:
     settings = main_state(request).settings
     with uow(request) as unit:
         found = everything(unit.session, unit.resources, unit.blind_index, client_id,
-                           settings.client_id_system)
-        if found is None:
+                           settings.client_id_system, g.visible(unit))
+        # None: no such current client, or nothing in its record may be shown for this
+        # purpose. Staff are told which (the notice and the break-glass route need it).
+        all_withheld = found is None and _is_current_client(unit.session, client_id)
+        if found is None and not all_withheld:
             unit.commit()
             return render(request, "error.html", {
                 "title": "Client not found",
                 "message": "There is no current client with this id."}, status=404)
+        if found is None:  # decided and audited as withheld: the governance reports show it
+            found = client_sources(unit.session, unit.resources, client_id)
         shown, withheld = g.filter_found(unit, found, Interaction.READ)
         unit.commit()
     organisations = enforcement(request).policy.organisations
@@ -310,7 +316,7 @@ def client_record(client_id: str, request: Request, user: UserDep) -> Response:
         "social_care": [(SECTION_TITLES[t], sections[t]) for t in SOCIAL_CARE],
         "nhs": [(SECTION_TITLES[t], sections[t]) for t in NHS],
         "alerts": sections.get("Flag", []), "timeline": timeline[:100],
-        "withheld": withheld > 0, "purpose": purpose or user.purpose,
+        "withheld": withheld > 0 or all_withheld, "purpose": purpose or user.purpose,
         "purpose_for_record": purpose is not None and purpose != user.purpose,
         "purpose_choices": purpose_choices(request, user.role),
         "break_glass": _may_break_glass(request, user.role) and purpose != "BTG",
@@ -367,3 +373,8 @@ def break_glass(client_id: str, request: Request, user: UserDep, form: FormDep) 
         unit.commit()
     request.session["view_purpose"] = {"client": client_id, "purpose": "BTG"}
     return RedirectResponse(f"/ui/clients/{client_id}", status_code=303)
+
+
+def _is_current_client(session: Session, client_id: str) -> bool:
+    client = session.get(ClientRow, client_id)
+    return client is not None and client.status == "active"
