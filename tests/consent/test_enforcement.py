@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -196,3 +197,32 @@ def test_client_states_find_records_under_ids_merged_through_a_chain(
     assert states[C1].opt_out is True
     assert states[C2] == ClientState()
     assert set(states) == {C1, C2}
+
+
+def test_what_is_on_record_is_read_once_per_transaction(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    """Deciding a request's parts, its matches and its notice reads a client's state once;
+    a new transaction reads it afresh, so a consent recorded meanwhile counts."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    engine = session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain").resource
+        first = list(statements)
+        assert point.authorize_read(session, repo, DOC, "Condition", "cond-mh").resource
+        again = statements[len(first):]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+    def about_clients(found: list[str]) -> list[str]:
+        return [s for s in found if "client_member" in s or "national_opt_out" in s]
+
+    assert about_clients(first) and not about_clients(again)
+    session.rollback()
+    point.set_opt_out(session, "officer-1", C1, True)
+    session.commit()
+    assert point.client_states(session, repo, [C1], datetime.now(UTC))[C1].opt_out

@@ -45,11 +45,12 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -115,6 +116,36 @@ class AccessRefused(PermissionError):
     def __init__(self, decision: Decision) -> None:
         super().__init__("access refused")
         self.decision = decision
+
+
+@dataclass
+class Memo:
+    """What a transaction has already read about clients (which client a record belongs
+    to, what is on record for it), so that deciding a request's parts, matches and withheld
+    notice reads it once. Kept in the session and forgotten when its transaction ends (and
+    by every governance write), so it never outlives what it was read in."""
+
+    clients: dict[str, str] = field(default_factory=dict)  # record or client id -> client
+    states: dict[str, ClientState] = field(default_factory=dict)
+
+    @staticmethod
+    def forget(session: Session) -> None:
+        session.info.pop(_MEMO, None)
+
+    @staticmethod
+    def of(session: Session) -> Memo:
+        memo = session.info.get(_MEMO)
+        if not isinstance(memo, Memo):
+            memo = session.info[_MEMO] = Memo()
+        return memo
+
+
+_MEMO = "unified_record.consent.memo"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_memo(session: Session, _transaction: Any) -> None:
+    Memo.forget(session)
 
 
 @dataclass(frozen=True)
@@ -291,9 +322,17 @@ class EnforcementPoint:
         return found
 
     def clients_of(self, session: Session, patient_ids: Iterable[str]) -> dict[str, str]:
-        """Source Patient id or client id -> the active client id it belongs to (one query;
-        a retired client is followed to the one that absorbed it)."""
-        ids = sorted(set(patient_ids))
+        """Source Patient id or client id -> the active client id it belongs to (one query
+        for those this transaction has not asked about yet; a retired client is followed to
+        the one that absorbed it)."""
+        memo = Memo.of(session).clients
+        wanted = set(patient_ids)
+        ids = sorted(wanted - memo.keys())
+        if ids:
+            memo.update(self._clients_of(session, ids))
+        return {uid: memo[uid] for uid in wanted if uid in memo}
+
+    def _clients_of(self, session: Session, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, tuple[str, str, str | None]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -317,9 +356,15 @@ class EnforcementPoint:
         record (a consent, an opt-out or a live grant); only those are read one by one and
         every other client gets the empty state. Where another client was merged into one
         of them, the merged ids are followed first (their records still count)."""
-        wanted = sorted({c for c in client_ids if c})
-        if not wanted:
-            return {}
+        memo = Memo.of(session).states
+        asked = {c for c in client_ids if c}
+        wanted = sorted(asked - memo.keys())
+        if wanted:
+            memo.update(self._client_states(session, repository, wanted, now))
+        return {c: memo[c] for c in asked}
+
+    def _client_states(self, session: Session, repository: ResourceRepository,
+                       wanted: Sequence[str], now: datetime) -> dict[str, ClientState]:
         on_record: set[str] = set()
         merged: set[str] = set()
         for start in range(0, len(wanted), 500):
@@ -401,6 +446,7 @@ class EnforcementPoint:
         """Grant BTG access to one client for UR_BREAK_GLASS_MINUTES (flagged, queued for
         review); AccessRefused if the role may not break the glass. The caller commits."""
         now = self._clock()
+        Memo.forget(session)  # a grant is about to be on record
         request = replace(ctx, purpose=BREAK_GLASS)
         decision = check_purpose(ctx.caller, BREAK_GLASS, self.policy)
         if not decision.permit:
@@ -420,6 +466,7 @@ class EnforcementPoint:
     def close_break_glass(self, session: Session, by: Actor, grant_id: str, outcome: str,
                           note: str = "") -> BreakGlassGrant:
         """Close a grant's review with an outcome (audited). The caller commits."""
+        Memo.forget(session)  # what is on record is about to change
         self._governance_allowed(by, "break-glass-reviewed", None)
         grant = close_review(session, self._cipher, grant_id, outcome=outcome,
                              reviewed_by=_name(by), note=note, now=self._clock())
@@ -431,6 +478,7 @@ class EnforcementPoint:
     def record_consent(self, session: Session, repository: ResourceRepository, by: Actor,
                        consent: dict[str, Any]) -> dict[str, Any]:
         """Check and store a Consent (ConsentError: 422), audited. The caller commits."""
+        Memo.forget(session)  # what is on record is about to change
         directive = parse_consent(consent, self.policy)
         self._governance_allowed(by, "consent-recorded", directive.client_id)
         if session.get(ClientRow, directive.client_id) is None:
@@ -443,6 +491,8 @@ class EnforcementPoint:
 
     def withdraw_consent(self, session: Session, repository: ResourceRepository, by: Actor,
                          consent_id: str) -> dict[str, Any]:
+        """Withdraw a Consent (audited). The caller commits."""
+        Memo.forget(session)  # what is on record is about to change
         current = repository.get("Consent", consent_id)
         if current is None:
             raise ConsentError(f"no Consent {consent_id}")
@@ -456,6 +506,7 @@ class EnforcementPoint:
     def set_opt_out(self, session: Session, by: Actor, client_id: str, opted_out: bool
                     ) -> bool:
         """Set or clear a client's National Data Opt-out (audited); False if unchanged."""
+        Memo.forget(session)  # what is on record is about to change
         subtype = "opt-out-set" if opted_out else "opt-out-cleared"
         self._governance_allowed(by, subtype, client_id)
         if session.get(ClientRow, client_id) is None:

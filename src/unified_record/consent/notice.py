@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -31,7 +32,9 @@ def record_withholds(point: EnforcementPoint, session: Session,
                      repository: ResourceRepository, blind_index: BlindIndexer,
                      ctx: AccessContext, client_ids: Iterable[str]) -> bool:
     """Whether any of these clients' records (source Patients and what refers to them)
-    holds a resource the caller may not see for its purpose."""
+    holds a resource the caller may not see for its purpose. Two queries: the clients'
+    members, then the distinct (type, source organisation, labels) of their records, which
+    is all a decision needs."""
     clients = sorted(set(client_ids))
     if not clients:
         return False
@@ -43,32 +46,39 @@ def record_withholds(point: EnforcementPoint, session: Session,
         owner[uid] = client_id
     if not owner:
         return False
-    digests = {blind_index.digest("patient", f"Patient/{uid}"): uid for uid in owner}
-    keys = {("Patient", uid): owner[uid] for uid in owner}
-    for rtype, rid, value_hash in session.execute(
-            sa.select(SearchIndexRow.resource_type, SearchIndexRow.resource_id,
-                      SearchIndexRow.value_hash)
-            .where(SearchIndexRow.param == "patient",
-                   SearchIndexRow.value_hash.in_(sorted(digests)))):
-        keys[(rtype, rid)] = owner[digests[value_hash]]
     states = point.client_states(session, repository, clients, now)
     known = point.policy.categories.keys()
-    by_type: dict[str, list[str]] = {}
-    for rtype, rid in keys:
-        by_type.setdefault(rtype, []).append(rid)
-    for rtype, ids in sorted(by_type.items()):
-        for start in range(0, len(ids), 500):
-            for rid, source_org, labels in session.execute(
-                    sa.select(ResourceRow.id, ResourceRow.source_org,
-                              ResourceRow.security_labels)
-                    .where(ResourceRow.resource_type == rtype,
-                           ResourceRow.id.in_(sorted(ids)[start:start + 500]),
-                           ResourceRow.deleted.is_(False))):
-                client_id = keys[(rtype, rid)]
-                state = states[client_id]
-                facts = ResourceFacts(rtype, rid, source_org,
-                                      frozenset((labels or "").split()) & known)
-                if not decide(ctx.caller, ctx.purpose, client_id, facts, point.policy,
-                              state.consents, state.opt_out, state.grants, now).permit:
-                    return True
+    uids = sorted(owner)
+    for start in range(0, len(uids), 500):
+        chunk = uids[start:start + 500]
+        digests = {blind_index.digest("patient", f"Patient/{uid}"): uid for uid in chunk}
+        for key, rtype, source_org, labels in session.execute(_facts_of(chunk, digests)):
+            client_id = owner[digests.get(key, key)]
+            state = states[client_id]
+            facts = ResourceFacts(rtype, "-", source_org,
+                                  frozenset((labels or "").split()) & known)
+            if not decide(ctx.caller, ctx.purpose, client_id, facts, point.policy,
+                          state.consents, state.opt_out, state.grants, now).permit:
+                return True
     return False
+
+
+def _facts_of(uids: list[str], digests: dict[str, str]) -> sa.CompoundSelect[Any]:
+    """(source Patient id or the hash of a reference to it, type, source organisation,
+    labels), distinct: the source Patients themselves and every live resource that refers
+    to one of them."""
+    referring = (
+        sa.select(SearchIndexRow.value_hash, ResourceRow.resource_type, ResourceRow.source_org,
+                  ResourceRow.security_labels)
+        .join(ResourceRow, sa.and_(ResourceRow.resource_type == SearchIndexRow.resource_type,
+                                   ResourceRow.id == SearchIndexRow.resource_id))
+        .where(SearchIndexRow.param == "patient",
+               SearchIndexRow.value_hash.in_(sorted(digests)),
+               ResourceRow.deleted.is_(False))
+        .distinct())
+    patients = (
+        sa.select(ResourceRow.id, ResourceRow.resource_type, ResourceRow.source_org,
+                  ResourceRow.security_labels)
+        .where(ResourceRow.resource_type == "Patient", ResourceRow.id.in_(uids),
+               ResourceRow.deleted.is_(False)))
+    return sa.union(referring, patients)
