@@ -26,6 +26,7 @@ from api_world import World, condition, patient, serve_world
 from consent_support import policy
 
 from unified_record.consent.records import build_consent
+from unified_record.fhir.validation import validate_resource
 from unified_record.store import ResourceRepository
 
 C1 = "C000000000001"
@@ -134,6 +135,13 @@ def ask(twins: tuple[World, World, str]) -> Any:
         _tokens[id(w)] = w.token()  # a partner system, direct care (TREAT)
     yield lambda url: _same(twins, url)
     _tokens.clear()
+    # Audit events are built from a fixed template and not validated as they are written
+    # (it was a tenth of a request's time): every one these paths wrote must be valid R4.
+    for w in twins[:2]:
+        entries = w.api.app.state.enforcement.audit.entries()  # type: ignore[attr-defined]
+        assert entries
+        for record in entries:
+            validate_resource(record.event)
 
 
 def _ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
@@ -228,8 +236,7 @@ def test_has_chains_elements_and_totals_are_refused_alike(
 
 
 def test_everything_and_the_unified_client(
-        twins: tuple[World, World, str],
-                                           ask: Any) -> None:
+        twins: tuple[World, World, str], ask: Any) -> None:
     assert ask(f"/fhir/Patient/{C1}/$everything")[0] == 200
     status, golden = ask(f"/fhir/Patient/{C1}")
     assert status == 200 and golden["id"] == C1

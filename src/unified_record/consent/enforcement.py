@@ -344,8 +344,10 @@ class EnforcementPoint:
                                  ClientRow.replaced_by).where(ClientRow.id.in_(chunk)))
             rows = sorted(session.execute(sa.union_all(members, clients)), key=lambda r: r[0],
                           reverse=True)
-            for _, uid, client_id, status, replaced_by in rows:  # member rows win (last)
+            for kind, uid, client_id, status, replaced_by in rows:  # member rows win (last)
                 found[uid] = (client_id, status, replaced_by)
+                if kind == 0 and status == "active":  # and an active client is its own
+                    found.setdefault(client_id, (client_id, status, replaced_by))
         return {uid: (_successor(session, cid) if status == "retired" and replaced_by
                       else cid) for uid, (cid, status, replaced_by) in found.items()}
 
