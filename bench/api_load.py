@@ -115,8 +115,10 @@ def register_client(env: dict[str, str], folder: Path) -> tuple[str, ECKey]:
 class Server:
     """`unified-record serve` in a subprocess (its own process group, stopped at the end)."""
 
-    def __init__(self, env: dict[str, str], workers: int, log: Path | None) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log: Path | None,
+                 consent: bool = True) -> None:
         self.log = log
+        self.consent = consent
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**env, "UR_HOST": "127.0.0.1", "UR_PORT": str(self.port),
@@ -126,9 +128,16 @@ class Server:
 
     def __enter__(self) -> Server:
         output = self.log.open("ab") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "unified_record", "serve"], env=self.env,
-            stdout=subprocess.DEVNULL, stderr=output, start_new_session=True)
+        if self.consent:
+            command = [sys.executable, "-m", "unified_record", "serve"]
+            env = self.env
+        else:  # the same app with consent and audit taken out (bench/serve_unguarded.py)
+            command = [sys.executable, "-m", "uvicorn", "serve_unguarded:create_app",
+                       "--factory", "--host", "127.0.0.1", "--port", str(self.port),
+                       "--workers", self.env["UR_WORKERS"], "--no-server-header"]
+            env = {**self.env, "PYTHONPATH": str(REPO / "bench")}
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=output, start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -171,7 +180,11 @@ def token(base: str, client_id: str, key: ECKey) -> str:
 
 
 async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name: str,
-                   concurrency: int, seconds: float, warmup: float) -> Result:
+                   concurrency: int, seconds: float, warmup: float, think: float = 0.0
+                   ) -> Result:
+    """`concurrency` users, each sending a request, reading the answer, then waiting a
+    think time drawn uniformly from [0.5, 1.5] x `think` seconds (none when 0: closed loop,
+    every user sends its next request at once)."""
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx2.AsyncClient(base_url=base, headers=headers, limits=limits,
                                   timeout=30) as http:
@@ -190,12 +203,13 @@ async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name
                     kind = "" if ok else f"HTTP {response.status_code}"
                 except httpx2.HTTPError as exc:
                     elapsed, kind = time.perf_counter() - started, type(exc).__name__
-                if not measuring:
-                    continue
-                if kind:
-                    result.error(kind)
-                else:
-                    result.latencies.append(elapsed)
+                if measuring:
+                    if kind:
+                        result.error(kind)
+                    else:
+                        result.latencies.append(elapsed)
+                if think:
+                    await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
 
         tasks = [asyncio.create_task(user(i)) for i in range(concurrency)]
         await asyncio.sleep(warmup)
@@ -247,12 +261,18 @@ def main() -> None:
                         help="the data folder the population was ingested with (its keys)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--think-time", type=float, default=1.0,
+                        help="mean seconds a user waits between an answer and its next "
+                             "request (uniform over 0.5-1.5 times this); 0: closed loop")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--sample", type=int, default=500,
                         help="how many clients the requests are drawn from")
     parser.add_argument("--scenario", choices=("search", "everything", "both"),
                         default="both")
+    parser.add_argument("--consent", choices=("on", "off", "both"), default="on",
+                        help="off: the same app with the consent engine and audit log taken "
+                             "out (bench/serve_unguarded.py), the baseline for issue 7")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--server-log", type=Path, default=None,
                         help="append the server's standard error here")
@@ -273,23 +293,29 @@ def main() -> None:
 
     results: list[Result] = []
     scenarios = ["search", "everything"] if args.scenario == "both" else [args.scenario]
-    for scenario in scenarios:
-        with Server(env, args.workers, args.server_log) as server:
-            headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
-                       "Accept": "application/fhir+json"}
-            searches, everything = targets(server.base, headers, args.database_url,
-                                           args.sample, args.seed)
-            urls = searches if scenario == "search" else everything
-            name = ("GET /fhir/Patient?identifier=…" if scenario == "search"
-                    else "GET /fhir/Patient/{id}/$everything")
-            say(f"{name}: {len(urls)} distinct requests, {args.concurrency} users, "
-                f"{args.duration:.0f} s after {args.warmup:.0f} s warm-up ...")
-            results.append(asyncio.run(run_load(server.base, headers, urls, name,
-                                                args.concurrency, args.duration,
-                                                args.warmup)))
-            say(f"  errors: {results[-1].error_kinds or 'none'}")
+    modes = [True, False] if args.consent == "both" else [args.consent == "on"]
+    for consent in modes:
+        for scenario in scenarios:
+            with Server(env, args.workers, args.server_log, consent) as server:
+                headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
+                           "Accept": "application/fhir+json"}
+                searches, everything = targets(server.base, headers, args.database_url,
+                                               args.sample, args.seed)
+                urls = searches if scenario == "search" else everything
+                name = ("GET /fhir/Patient?identifier=…" if scenario == "search"
+                        else "GET /fhir/Patient/{id}/$everything")
+                name += "" if consent else " (consent and audit off)"
+                say(f"{name}: {len(urls)} distinct requests, {args.concurrency} users, "
+                    f"think time {args.think_time:g} s, {args.duration:.0f} s after "
+                    f"{args.warmup:.0f} s warm-up ...")
+                results.append(asyncio.run(run_load(
+                    server.base, headers, urls, name, args.concurrency, args.duration,
+                    args.warmup, args.think_time)))
+                say(f"  errors: {results[-1].error_kinds or 'none'}")
+    think = (f"think time {args.think_time:g} s (uniform {0.5 * args.think_time:g}-"
+             f"{1.5 * args.think_time:g} s)" if args.think_time else "no think time")
     print(f"\n{people:,} active clients, {resources:,} resources; serve with "
-          f"{args.workers} workers; {args.concurrency} concurrent users; "
+          f"{args.workers} workers; {args.concurrency} concurrent users, {think}; "
           f"{args.duration:.0f} s each\n")
     print("| request | requests | per second | p50 ms | p95 ms | p99 ms | max ms | errors "
           "| load generator CPU |")

@@ -213,6 +213,7 @@ class ClientRow(Base):
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'retired')", name="status"),
         sa.Index("ix_client_status", "status"),
+        sa.Index("ix_client_replaced_by", "replaced_by"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
