@@ -177,3 +177,21 @@ def test_a_new_signing_key_still_verifies_old_checkpoints(log: AuditLog, engine:
     assert verify_audit_log(engine, both).ok
     only_new = verify_audit_log(engine, {newer.key_id: newer.public_key})
     assert only_new.first is not None and only_new.first.seq == 4
+
+
+def test_the_database_hashes_as_the_chain_rule_says(log: AuditLog, engine: Engine,
+                                                    signer: AuditSigner) -> None:
+    """On PostgreSQL the append hashes in SQL: every entry's hash must be exactly
+    `chain_hash(previous, canonical JSON)`, non-ASCII text included."""
+    body = event(1)
+    body["outcomeDesc"] = "Zoë’s record – withheld: «mental health»"
+    log.append(body)
+    log.append(event(2))
+    with engine.connect() as conn:
+        prev = GENESIS_HASH
+        for seq in (1, 2):
+            stored, prev_hash, entry_hash = _row(conn, seq)
+            assert prev_hash == prev
+            assert entry_hash == chain_hash(prev, canonical_json(json.loads(stored)))
+            prev = entry_hash
+    assert verify_audit_log(engine, _keys(signer)).ok

@@ -9,9 +9,10 @@ where prev_hash is the previous entry's hash (64 zeros for the first). Every
 `checkpoint_every` entries, and on demand, the head (seq, entry_hash) is signed with Ed25519,
 so a chain rewritten with fresh hashes still fails verification (`audit.verify`).
 
-Appends never fork the chain: the appending transaction starts by updating the single
-`audit_chain_head` row (``UPDATE ... RETURNING``), which takes its row lock on PostgreSQL
-and the database write lock on SQLite, so the next append waits and then sees this one.
+Appends never fork the chain: the appending transaction starts by locking the single
+`audit_chain_head` row (on PostgreSQL one statement locks it, advances it and inserts the
+entry, hashed in SQL exactly as `chain_hash` does; on SQLite ``UPDATE ... RETURNING`` takes
+the database write lock), so the next append waits and then sees this one.
 `AuditLog` is the only writer and exposes appends and reads only; the migration's triggers
 refuse UPDATE and DELETE of entries and checkpoints for everyone else.
 """
@@ -192,15 +193,20 @@ class AuditLog:
 
     def _append(self, conn: Connection, event: dict[str, Any], canonical: bytes) -> AuditRecord:
         client_id, recorded, decision, break_glass = derive_columns(event)
-        seq, prev_hash = _lock_head(conn, advance=True)
-        entry_hash = chain_hash(prev_hash, canonical)
         recorded_at = datetime.fromisoformat(recorded)
-        conn.execute(sa.insert(AuditEntryRow).values(
-            seq=seq, event_id=str(event["id"]), recorded=recorded_at, client_id=client_id,
-            decision=decision, break_glass=break_glass, event=canonical.decode("utf-8"),
-            prev_hash=prev_hash, entry_hash=entry_hash))
-        conn.execute(sa.update(AuditChainHeadRow).where(AuditChainHeadRow.id == 1)
-                     .values(entry_hash=entry_hash))
+        row = {"event_id": str(event["id"]), "recorded": recorded_at, "client_id": client_id,
+               "decision": decision, "break_glass": break_glass,
+               "event": canonical.decode("utf-8")}
+        if conn.dialect.name == "postgresql":  # one round trip (see _PG_APPEND)
+            seq, entry_hash = conn.execute(_PG_APPEND, row).one()
+            seq = int(seq)
+        else:
+            seq, prev_hash = _lock_head(conn, advance=True)
+            entry_hash = chain_hash(prev_hash, canonical)
+            conn.execute(sa.insert(AuditEntryRow).values(
+                seq=seq, prev_hash=prev_hash, entry_hash=entry_hash, **row))
+            conn.execute(sa.update(AuditChainHeadRow).where(AuditChainHeadRow.id == 1)
+                         .values(entry_hash=entry_hash))
         if seq % self._every == 0:
             self._sign(conn, seq, entry_hash)
         return AuditRecord(seq, str(event["id"]), recorded_at, client_id, decision, break_glass,
@@ -213,6 +219,29 @@ class AuditLog:
         conn.execute(sa.insert(AuditCheckpointRow).values(
             seq=seq, entry_hash=entry_hash, signed_at=signed_at, key_id=key_id,
             signature=encode_b64(signature)))
+
+
+# PostgreSQL: lock the head, advance it, hash and insert the entry in one statement, with
+# the same hash as `chain_hash` (SHA-256 over the previous hash's ASCII and the canonical
+# JSON's UTF-8). The head row is locked first (FOR UPDATE), so a concurrent append waits and
+# then sees this one: the chain cannot fork. `audit.verify` recomputes every hash in Python.
+_PG_APPEND = sa.text("""
+WITH head AS (
+    SELECT seq, entry_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE
+), moved AS (
+    UPDATE audit_chain_head AS h
+    SET seq = head.seq + 1,
+        entry_hash = encode(sha256(convert_to(head.entry_hash || :event, 'UTF8')), 'hex')
+    FROM head WHERE h.id = 1
+    RETURNING h.seq, h.entry_hash, head.entry_hash AS prev_hash
+)
+INSERT INTO audit_entry (seq, event_id, recorded, client_id, decision, break_glass, event,
+                         prev_hash, entry_hash)
+SELECT seq, :event_id, :recorded, :client_id, :decision, :break_glass, :event, prev_hash,
+       entry_hash
+FROM moved
+RETURNING seq, entry_hash
+""")
 
 
 def _lock_head(conn: Connection, *, advance: bool) -> tuple[int, str]:
