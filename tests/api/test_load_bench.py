@@ -1,0 +1,61 @@
+"""bench/api_load.py end to end on the committed sample (PostgreSQL, under a minute): the
+load bench serves, registers its client, drives both scenarios with consent and audit on
+and off, and counts no errors, so the issue 6 and 7 figures cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("UR_TEST_DATABASE_URL", "")
+
+pytestmark = pytest.mark.skipif(not PG_URL, reason="the API load bench needs PostgreSQL "
+                                "(UR_TEST_DATABASE_URL; .ci/run sets it)")
+
+
+@pytest.fixture
+def population(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The committed sample, ingested and linked in a PostgreSQL schema of its own."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    env = {**os.environ, "UR_DATABASE_URL": f"{PG_URL}{sep}options=-csearch_path%3D{schema}",
+           "UR_DATA_DIR": str(tmp_path / "var")}
+    try:
+        for command in (["ingest", str(REPO / "synthetic_data" / "sample")], ["link"]):
+            subprocess.run([sys.executable, "-m", "unified_record", *command], env=env,
+                           check=True, capture_output=True, timeout=300)
+        yield env
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
+        population: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "api_load.py"), "--concurrency", "3",
+         "--duration", "2", "--warmup", "0.5", "--think-time", "0.05", "--sample", "20",
+         "--consent", "both"], env=population, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
+            if line.startswith("| GET")]
+    names = [row[0].strip() for row in rows]
+    assert names == ["GET /fhir/Patient?identifier=…", "GET /fhir/Patient/{id}/$everything",
+                     "GET /fhir/Patient?identifier=… (consent and audit off)",
+                     "GET /fhir/Patient/{id}/$everything (consent and audit off)"]
+    for row in rows:
+        requests, errors = int(row[1].replace(",", "")), int(row[7])
+        assert requests > 0 and errors == 0, row
+    assert "50 concurrent" not in done.stdout and "3 concurrent users" in done.stdout
