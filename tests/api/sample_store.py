@@ -7,20 +7,13 @@ backends (SQLite, and PostgreSQL when UR_TEST_DATABASE_URL is set), each in its 
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
-import uvicorn
 from api_support import assertion, es384_key, public_jwks, token_form
-from fastapi import FastAPI
+from pg_support import PG_URL, pg_schema
 
 from unified_record.config import Settings
 from unified_record.ingest import Pipeline
@@ -30,7 +23,7 @@ from unified_record.store import OAuthClientRepository, make_engine, make_sessio
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE, MAPPINGS = REPO / "synthetic_data" / "sample", REPO / "mappings"
-PG_URL = os.environ.get("UR_TEST_DATABASE_URL", "")
+
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
@@ -40,17 +33,8 @@ def backend_database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{folder / 'test.db'}"
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 def load_sample(settings: Settings, *, link: bool) -> dict[str, str]:
@@ -67,31 +51,6 @@ def load_sample(settings: Settings, *, link: bool) -> dict[str, str]:
                 index = current_clusters(session)
         pipeline.engine.dispose()
     return index
-
-
-def free_socket() -> tuple[socket.socket, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@contextmanager
-def serving(app: FastAPI, sock: socket.socket) -> Iterator[None]:
-    """uvicorn serving `app` in a thread on `sock` until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 @dataclass

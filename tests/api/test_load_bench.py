@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+from pg_support import PG_URL, pg_schema
 
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("UR_TEST_DATABASE_URL", "")
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="the API load bench needs PostgreSQL "
                                 "(UR_TEST_DATABASE_URL; .ci/run sets it)")
@@ -24,22 +22,12 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="the API load bench needs Pos
 @pytest.fixture
 def population(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The committed sample, ingested and linked in a PostgreSQL schema of its own."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    env = {**os.environ, "UR_DATABASE_URL": f"{PG_URL}{sep}options=-csearch_path%3D{schema}",
-           "UR_DATA_DIR": str(tmp_path / "var")}
-    try:
+    with pg_schema() as url:
+        env = {**os.environ, "UR_DATABASE_URL": url, "UR_DATA_DIR": str(tmp_path / "var")}
         for command in (["ingest", str(REPO / "synthetic_data" / "sample")], ["link"]):
             subprocess.run([sys.executable, "-m", "unified_record", *command], env=env,
                            check=True, capture_output=True, timeout=300)
         yield env
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def test_the_bench_drives_both_scenarios_with_consent_on_and_off(

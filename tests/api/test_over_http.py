@@ -8,14 +8,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-import uvicorn
 from api_support import (
     assertion,
     bearer,
@@ -27,6 +25,7 @@ from api_support import (
 )
 from cli_support import run
 from joserfc.jwk import ECKey, RSAKey
+from serving_support import free_socket, serving
 
 from unified_record.api import create_app
 from unified_record.config import Settings
@@ -36,22 +35,10 @@ from unified_record.store import OAuthClient
 @pytest.fixture
 def served(settings: Settings) -> Iterator[str]:
     """uvicorn serving the app (and probe routes) in a thread on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base = free_socket()
     app = with_probes(create_app(settings.model_copy(update={"public_url": base})))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
+    with serving(app, sock):
+        yield base
 
 
 def test_backend_services_over_http(served: str, partner: OAuthClient, es_key: ECKey,

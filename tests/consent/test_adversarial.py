@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from api_world import World, condition, patient, serve_world
 from consent_support import policy
+from pg_support import pg_schema
 
 from unified_record.consent.records import build_consent
 from unified_record.fhir.validation import validate_resource
@@ -76,26 +77,12 @@ def twins(request: pytest.FixtureRequest, database_url: str, tmp_path: Path,
             _build(b, False, kind == "patient")
             yield a, b, kind
         return
-    pytest.importorskip("psycopg")
-    import uuid
-
-    import sqlalchemy as sa
-
     base, _, _ = database_url.partition("?options=")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        with serve_world(database_url, tmp_path / "a") as a, \
-                serve_world(f"{base}?options=-csearch_path%3D{schema}", tmp_path / "b") as b:
-            _build(a, True, kind == "patient")
-            _build(b, False, kind == "patient")
-            yield a, b, kind
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema(base) as other, serve_world(database_url, tmp_path / "a") as a, \
+            serve_world(other, tmp_path / "b") as b:
+        _build(a, True, kind == "patient")
+        _build(b, False, kind == "patient")
+        yield a, b, kind
 
 
 def _scrub(value: Any) -> Any:

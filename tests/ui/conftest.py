@@ -3,16 +3,13 @@ ingested and linked into it by `ui_support.build_sample`)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+from pg_support import PG_URL, pg_schema
 
-PG_URL = os.environ.get("UR_TEST_DATABASE_URL", "")
 _backends = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
@@ -25,14 +22,5 @@ def sample_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         yield f"sqlite:///{tmp / 'ui.db'}", tmp / "var"
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}", tmp / "var"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url, tmp / "var"

@@ -6,9 +6,6 @@ the main pages go to docs/screenshots/."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
+from serving_support import free_socket, serving
 from sqlalchemy.orm import Session
 from ui_support import REPO, SAMPLE, build_sample
 
@@ -49,12 +46,6 @@ def browser_prerequisites() -> None:
         pytest.fail("browser tests need " + " and ".join(missing))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Live:
     def __init__(self, base: str, index: dict[str, str], engine: Any) -> None:
         self.base, self.index, self.engine = base, index, engine
@@ -65,8 +56,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("browser")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock, base = free_socket()
     sample = build_sample(f"sqlite:///{tmp / 'ui.db'}", tmp / "var", base)
     app = create_app(sample.settings)
     with Session(app.state.engine) as session:  # scored against its truth, as the demo is
@@ -77,19 +67,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert run_id is not None and scored is not None
         record_evaluation(session, run_id, "truth.csv", scored)
         session.commit()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
     try:
-        yield Live(base, sample.index, app.state.engine)
+        with serving(app, sock, lifespan="off"):
+            yield Live(base, sample.index, app.state.engine)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         app.state.engine.dispose()
 
 

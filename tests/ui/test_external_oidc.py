@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import html
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx2
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from serving_support import free_socket, serving
 from ui_support import csrf_of
 
 from unified_record.api import create_app
@@ -40,12 +38,6 @@ CLIENT_ID, SECRET = "council-unified-record", "s3cret-of-the-council-registratio
 ROLE_MAP = '{"nhs_clinician": "nhs_clinician", "social_worker": "social_worker"}'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Sites:
     provider: str  # the council's identity provider
@@ -54,27 +46,14 @@ class Sites:
     misnamed: str  # one configured with the provider under another name
 
 
-def _serve(app: FastAPI, port: int, servers: list[tuple[uvicorn.Server, threading.Thread]]
-           ) -> None:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    servers.append((server, thread))
-
-
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     tmp = tmp_path_factory.mktemp("oidc")
-    ports = {name: _free_port() for name in ("provider", "rogue", "service", "misnamed")}
-    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    bound = {name: free_socket() for name in ("provider", "rogue", "service", "misnamed")}
+    url = {name: base for name, (_sock, base) in bound.items()}
     callbacks = f"{url['service']}/ui/auth/callback,{url['misnamed']}/ui/auth/callback"
     apps: list[FastAPI] = []
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    servers = ExitStack()
 
     def build(name: str, env: dict[str, str], **settings: str) -> None:
         database = f"sqlite:///{tmp / name}.db"
@@ -85,7 +64,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             app = create_app(Settings(database_url=database, data_dir=tmp / name,
                                       public_url=url[name], **settings))  # type: ignore[arg-type]
         apps.append(app)
-        _serve(app, ports[name], servers)
+        servers.enter_context(serving(app, bound[name][0], lifespan="off"))
 
     try:
         for idp in ("provider", "rogue"):  # each with its own signing key
@@ -100,10 +79,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         build("misnamed", {**relying, "UR_UI_OIDC_ISSUER": misnamed})
         yield Sites(url["provider"], url["rogue"], url["service"], url["misnamed"])
     finally:
-        for server, _thread in servers:
-            server.should_exit = True
-        for _server, thread in servers:
-            thread.join(timeout=10)
+        servers.close()
         for app in apps:
             app.state.engine.dispose()
 
