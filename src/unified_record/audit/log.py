@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +55,18 @@ __all__ = [
 ]
 
 _SQLITE_RETRIES = 10
+_MAX_BATCH = 200  # requests' appends written in one transaction at most
+_WRITE_TIMEOUT = 60.0  # seconds a request waits for its entries before failing closed
+_WRITER_IDLE = 30.0  # seconds without appends after which the writer thread ends
+
+
+@dataclass
+class _Pending:
+    """One request's entries, waiting for the writer."""
+
+    events: list[dict[str, Any]]
+    canonical: list[bytes]
+    done: Future[list[AuditRecord]] = field(default_factory=Future)
 
 
 class AuditWriteError(RuntimeError):
@@ -95,6 +111,9 @@ class AuditLog:
         self._engine = engine
         self._signer = signer
         self._every = checkpoint_every
+        self._pending: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     def append(self, event: dict[str, Any], session: Session | None = None) -> AuditRecord:
         """Append one AuditEvent (see `audit.events.audit_event`); raise AuditWriteError if
@@ -111,16 +130,71 @@ class AuditLog:
                 return self._append(session.connection(), event, canonical)
             except SQLAlchemyError as exc:
                 raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
-        return self._in_own_transaction(lambda conn: [self._append(conn, event, canonical)])[0]
+        return self.append_many([event])[0]
 
     def append_many(self, events: Sequence[dict[str, Any]]) -> list[AuditRecord]:
-        """Append several entries in one transaction (one request's decisions): all or none,
-        consecutive in the chain. AuditWriteError if they cannot be written."""
+        """Append several entries (one request's decisions): all or none, consecutive in the
+        chain, committed before this returns. AuditWriteError if they cannot be written.
+
+        Appends that arrive while another is being written wait and are then written together
+        by one writer thread, in one transaction: one lock of the chain head and one durable
+        commit for the lot. Under load the chain head is the one thing every request queues
+        for, and a commit that waits for the disk would otherwise hold each of them in turn.
+        """
         if not events:
             return []
-        canonical = [canonical_json(event) for event in events]
-        return self._in_own_transaction(lambda conn: [
-            self._append(conn, e, c) for e, c in zip(events, canonical, strict=True)])
+        pending = _Pending(list(events), [canonical_json(event) for event in events])
+        self._pending.put(pending)
+        self._start_writer()
+        try:
+            return pending.done.result(timeout=_WRITE_TIMEOUT)
+        except FutureTimeout:
+            raise AuditWriteError("audit log not written (timed out)") from None
+
+    def _start_writer(self) -> None:
+        with self._writer_lock:  # a new process after a fork has no writer yet
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                                name="audit-writer")
+                self._writer.start()
+
+    def _write_forever(self) -> None:
+        while True:
+            try:
+                batch = [self._pending.get(timeout=_WRITER_IDLE)]
+            except queue.Empty:
+                with self._writer_lock:  # an append after this starts a new writer
+                    if self._pending.empty():
+                        self._writer = None
+                        return
+                continue
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """All in one transaction; if that fails and there were several, each on its own,
+        so that one bad append fails only its own request."""
+        try:
+            records = self._in_own_transaction(lambda conn: [
+                self._append(conn, event, canonical) for item in batch
+                for event, canonical in zip(item.events, item.canonical, strict=True)])
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    self._write_batch([item])
+                return
+            error = exc if isinstance(exc, AuditWriteError) else AuditWriteError(
+                f"audit log not written ({type(exc).__name__})")
+            batch[0].done.set_exception(error)
+            return
+        start = 0
+        for item in batch:
+            item.done.set_result(records[start:start + len(item.events)])
+            start += len(item.events)
 
     def _in_own_transaction(self, write: Callable[[Connection], list[AuditRecord]]
                             ) -> list[AuditRecord]:

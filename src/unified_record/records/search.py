@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from unified_record.fhir.uk_core import NHS_NUMBER_SYSTEM
 from unified_record.ingest.search_values import fold_name, postcode_key, soundex
@@ -490,21 +490,17 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
     from the members the caller may see only. A client is found only through a match the
     caller may see (a search on a withheld record's name must not find its client)."""
     ids = [f.resource["id"] for f in sources]
-    members: dict[str, list[str]] = {}
-    for start in range(0, len(ids), 500):
-        owners = session.scalars(sa.select(ClientMemberRow.client_id).where(
-            ClientMemberRow.unique_id.in_(ids[start:start + 500])))
-        for client_id in owners:
-            members.setdefault(client_id, [])
-    active = set()
-    wanted = sorted(members)
-    for start in range(0, len(wanted), 500):
-        active |= set(session.scalars(sa.select(ClientRow.id).where(
-            ClientRow.id.in_(wanted[start:start + 500]), ClientRow.status == "active")))
+    members: dict[str, set[str]] = {}
+    matched_member = aliased(ClientMemberRow)
+    for start in range(0, len(ids), 500):  # every member of the active clients found
         for uid, client_id in session.execute(
                 sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
-                .where(ClientMemberRow.client_id.in_(wanted[start:start + 500]))):
-            members[client_id].append(uid)
+                .join(matched_member, matched_member.client_id == ClientMemberRow.client_id)
+                .join(ClientRow, ClientRow.id == ClientMemberRow.client_id)
+                .where(matched_member.unique_id.in_(ids[start:start + 500]),
+                       ClientRow.status == "active")):
+            members.setdefault(client_id, set()).add(uid)
+    active = set(members)
     known = {f.resource["id"]: f for f in sources}
     missing = {uid for uids in members.values() for uid in uids} - set(known)
     known.update({f.resource["id"]: f for f in
@@ -515,7 +511,7 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
     for client_id in sorted(active):
         if not matched.intersection(members[client_id]):
             continue
-        found.append(golden_found(client_id, [shown[uid] for uid in members[client_id]
+        found.append(golden_found(client_id, [shown[uid] for uid in sorted(members[client_id])
                                               if uid in shown], client_system))
     return found
 
