@@ -23,11 +23,10 @@ from api_support import bearer
 from sample_store import (
     BACKENDS,
     backend_database,
-    free_socket,
     load_sample,
     register_partner,
-    serving,
 )
+from serving_support import free_socket, serving
 
 from unified_record.api import create_app
 from unified_record.config import ConfigError, Settings, load_settings

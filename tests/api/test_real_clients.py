@@ -36,11 +36,10 @@ from sample_store import (
     BACKENDS,
     Partner,
     backend_database,
-    free_socket,
     load_sample,
     register_partner,
-    serving,
 )
+from serving_support import free_socket, serving
 
 from unified_record.api import create_app
 from unified_record.config import Settings
