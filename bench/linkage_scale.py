@@ -64,8 +64,8 @@ from unified_record.linkage.index import (
     assign_clients,
     cluster_records,
     finish_run,
+    split_records,
     start_run,
-    too_little_to_match,
 )
 from unified_record.store import make_engine, make_session_factory, migrate
 from unified_record.store.models import ClientMemberRow, ClientRow, LinkagePairRow
@@ -148,24 +148,9 @@ def read_features(con: duckdb.DuckDBPyConnection, data: Path) -> dict[str, Any]:
     does: active ones (scored, into table `scored`), A40-retired ones (follow their
     survivor) and those with too little to match on."""
     records = load_features(con, iter_feature_rows(data), "features")
-    rows = con.execute(
-        "select unique_id, active, replaced_by, nhs_number, dob, surname from features"
-    ).fetchall()
-    active: set[str] = set()
-    replaced: dict[str, str] = {}
-    little: set[str] = set()
-    for uid, is_active, replaced_by, nhs, dob, surname in rows:
-        if is_active is False:
-            if replaced_by:
-                replaced[uid] = replaced_by
-            continue
-        active.add(uid)
-        if too_little_to_match({"nhs_number": nhs, "dob": dob, "surname": surname}):
-            little.add(uid)
-    con.execute("create or replace table scored as "
-                "select * from features where active is not false")
-    return {"records": records, "all_ids": [uid for uid, *_ in rows], "active": active,
-            "replaced": replaced, "little": little}
+    all_ids, active, replaced, little = split_records(con)
+    return {"records": records, "all_ids": all_ids, "active": active, "replaced": replaced,
+            "little": little}
 
 
 def update_index(session: Session, clusters: Mapping[str, str],

@@ -485,6 +485,30 @@ def cluster_records(
     return components.labels(), best, links, review
 
 
+def split_records(con: duckdb.DuckDBPyConnection
+                  ) -> tuple[list[str], set[str], dict[str, str], set[str]]:
+    """Split the records in table `features`: (every id, the active ones, which are copied
+    to table `scored` for the model, A40-retired id -> its survivor, the active ones with
+    too little to match on)."""
+    rows = con.execute(
+        "select unique_id, active, replaced_by, nhs_number, dob, surname from features"
+    ).fetchall()
+    active: set[str] = set()
+    replaced: dict[str, str] = {}
+    little: set[str] = set()
+    for uid, is_active, replaced_by, nhs, dob, surname in rows:
+        if is_active is False:
+            if replaced_by:
+                replaced[uid] = replaced_by
+            continue
+        active.add(uid)
+        if too_little_to_match({"nhs_number": nhs, "dob": dob, "surname": surname}):
+            little.add(uid)
+    con.execute("create or replace table scored as "
+                "select * from features where active is not false")
+    return [uid for uid, *_ in rows], active, replaced, little
+
+
 def run_full_linkage(
     bind: Engine | sessionmaker[Session],
     cipher: Cipher,
@@ -521,23 +545,7 @@ def run_full_linkage(
         say("reading records")
         with UnitOfWork(bind, cipher, blind_index) as uow:
             records = load_features(con, iter_patient_features(uow))
-        rows = con.execute(
-            "select unique_id, active, replaced_by, nhs_number, dob, surname from features"
-        ).fetchall()
-        active: set[str] = set()
-        replaced: dict[str, str] = {}
-        little: set[str] = set()
-        for uid, is_active, replaced_by, nhs, dob, surname in rows:
-            if is_active is False:
-                if replaced_by:
-                    replaced[uid] = replaced_by
-                continue
-            active.add(uid)
-            if too_little_to_match({"nhs_number": nhs, "dob": dob, "surname": surname}):
-                little.add(uid)
-        all_ids = [uid for uid, *_ in rows]
-        con.execute("create or replace table scored as "
-                    "select * from features where active is not false")
+        all_ids, active, replaced, little = split_records(con)
 
         trained = False
         if path.exists():

@@ -500,7 +500,6 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
                 .where(matched_member.unique_id.in_(ids[start:start + 500]),
                        ClientRow.status == "active")):
             members.setdefault(client_id, set()).add(uid)
-    active = set(members)
     known = {f.resource["id"]: f for f in sources}
     missing = {uid for uids in members.values() for uid in uids} - set(known)
     known.update({f.resource["id"]: f for f in
@@ -508,7 +507,7 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
     shown = _visible_by_id(list(known.values()), visible)
     matched = set(ids) & set(shown)
     found: list[Found] = []
-    for client_id in sorted(active):
+    for client_id in sorted(members):
         if not matched.intersection(members[client_id]):
             continue
         found.append(golden_found(client_id, [shown[uid] for uid in sorted(members[client_id])
