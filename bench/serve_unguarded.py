@@ -32,8 +32,8 @@ class PermitAll(EnforcementPoint):
     def filter_resources(self, session: Session, repository: ResourceRepository,
                          ctx: AccessContext, bodies: Sequence[Mapping[str, Any]], *,
                          interaction: str = "search-type", parameters: Iterable[str] = (),
-                         known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None
-                         ) -> Filtered:
+                         known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None,
+                         audit_at_commit: bool = False) -> Filtered:
         permitted = [dict(body) for body in bodies]
         facts = [Candidate(None, ResourceFacts(str(b.get("resourceType")), str(b.get("id"))), b)
                  for b in bodies]

@@ -113,6 +113,7 @@ BAD_REQUESTS = [
     ("/fhir/Patient", {"_count": "-1"}, 400),
     ("/fhir/Patient", {"_count": "ten"}, 400),
     ("/fhir/Patient", {"_count": "1; DROP TABLE resource"}, 400),
+    ("/fhir/Patient", {"_count": "\u00b9"}, 400),  # a superscript one: a digit, not a number
     ("/fhir/Patient", {"_sort": "password"}, 400),
     ("/fhir/Patient", {"_summary": "true"}, 400),
     ("/fhir/Patient", {"_page": "not-a-cursor"}, 400),
@@ -129,6 +130,7 @@ BAD_REQUESTS = [
     ("/fhir/Patient/%00/$everything", {}, 400),
     ("/fhir/Encounter/1;DROP/_history", {}, 400),
     ("/fhir/Encounter/abc/_history/one", {}, 404),
+    ("/fhir/Encounter/abc/_history/\u00b9", {}, 404),  # found by schemathesis: was a 500
 ]
 
 

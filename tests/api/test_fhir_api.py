@@ -380,3 +380,34 @@ def test_a_consent_posted_by_governance_is_enforced_at_once(linked: Linked) -> N
     assert bad.status_code == 422, bad.text
     kept = linked.get(f"/fhir/Consent/{consent_id}", officer)
     assert kept["provision"]["type"] == "deny"
+
+
+def test_every_answer_is_audited_and_none_is_sent_if_its_audit_entry_fails(
+        linked: Linked) -> None:
+    """Search, $everything and read each write their entries (with the request's own commit
+    on PostgreSQL); once the log cannot be written, each fails closed with a 500
+    OperationOutcome and no data."""
+    partner = linked.token()
+    client = sorted(set(linked.index.values()))[0]
+    engine = make_engine(linked.settings.database_url)
+
+    def entries() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar_one())
+
+    requests = [f"/fhir/Patient?_id={client}", f"/fhir/Patient/{client}/$everything",
+                f"/fhir/Patient/{client}"]
+    for url in requests:
+        before = entries()
+        linked.get(url, partner)
+        assert entries() > before, url
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_chain_head"))
+    written = entries()
+    for url in requests:
+        refused = linked.get(url, partner, 500)
+        assert refused["resourceType"] == "OperationOutcome"
+        assert "audit log could not be written" in refused["issue"][0]["diagnostics"]
+        assert client not in str(refused)
+    assert entries() == written
+    engine.dispose()

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unified_record.api.responses import outcome_response
+from unified_record.audit.log import AuditWriteError
 
 __all__ = [
     "REALM",
@@ -79,6 +80,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FHIRError, _fhir_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(AuditWriteError, _audit_unwritable)  # type: ignore[arg-type]
     app.add_middleware(CatchAll)
 
 
@@ -90,6 +92,17 @@ def is_fhir_path(request: Request) -> bool:
 
 async def _fhir_error(_request: Request, exc: FHIRError) -> Response:
     return outcome_response(exc.status, exc.code, exc.diagnostics, exc.headers)
+
+
+async def _audit_unwritable(request: Request, _exc: AuditWriteError) -> Response:
+    """The audit entries of an answer commit with it (`AuditLog.append_at_commit`): if they
+    could not be written, the request fails closed, whichever step noticed."""
+    logger.error("audit log not written on %s %s: request failed closed", request.method,
+                 request.url.path)
+    if not is_fhir_path(request):
+        return JSONResponse({"error": "server_error"}, status_code=500)
+    return outcome_response(500, "exception", "the audit log could not be written; no data "
+                            "is returned")
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -248,7 +248,7 @@ def read(resource_type: TypeDep, resource_id: IdPath, request: Request,
 def vread(resource_type: TypeDep, resource_id: IdPath, version_id: str, request: Request,
           caller: CallerDep) -> FHIRResponse:
     check_scope(caller, resource_type, Interaction.VREAD)
-    if not version_id.isdigit():
+    if not (version_id.isascii() and version_id.isdigit()):
         raise FHIRError(404, "not-found", "version ids are whole numbers")
     guard = Guard.of(request, caller)
     with _uow(request) as uow:

@@ -59,13 +59,15 @@ class Guard:
              version_id: int | None = None) -> dict[str, Any] | None:
         with refusals():
             return self.point.authorize_read(uow.session, uow.resources, self.ctx,
-                                             resource_type, resource_id, version_id).resource
+                                             resource_type, resource_id, version_id,
+                                             audit_at_commit=True).resource
 
     def assembled(self, uow: UnitOfWork, body: dict[str, Any],
                   interaction: Interaction) -> dict[str, Any] | None:
         with refusals():
             return self.point.authorize_resource(uow.session, uow.resources, self.ctx, body,
-                                                 interaction.value).resource
+                                                 interaction.value,
+                                                 audit_at_commit=True).resource
 
     def may_know_deleted(self, uow: UnitOfWork, resource_type: str, resource_id: str) -> bool:
         """410 only for a caller who could have read the last version before the deletion;
@@ -88,7 +90,7 @@ class Guard:
         with refusals():
             shown = self.point.filter_resources(uow.session, uow.resources, self.ctx,
                                                 list(bodies), interaction=interaction.value,
-                                                known=known)
+                                                known=known, audit_at_commit=True)
         return shown.permitted, shown.withheld
 
     def filter_found(self, uow: UnitOfWork, found: Sequence[Found],

@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from unified_record.audit.events import derive_columns
 from unified_record.audit.signing import AuditSigner
@@ -131,6 +132,27 @@ class AuditLog:
             except SQLAlchemyError as exc:
                 raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
         return self.append_many([event])[0]
+
+    def append_at_commit(self, session: Session, events: Sequence[dict[str, Any]]) -> None:
+        """Append one request's entries in `session`'s own transaction, as it commits.
+
+        For a read whose answer is sent only after its transaction commits (the API's): the
+        entries go in with that COMMIT, so a failed append makes the commit fail and nothing
+        is returned, and the request pays no second transaction, no second COMMIT and no
+        hand-over to the writer thread. The chain head is locked only from the append, just
+        before COMMIT, to its end. If the transaction ends without committing (an error
+        after the decision), the entries are written on their own as it ends, as
+        `append_many` would, so an access is never left unaudited. On SQLite (whose read
+        transactions cannot become the writer once another has written) and in a session of
+        another engine, this is `append_many`.
+        """
+        if not events:
+            return
+        same_database = session.get_bind().engine.url == self._engine.url
+        if self._engine.dialect.name != "postgresql" or not same_database:
+            self.append_many(events)
+            return
+        session.info.setdefault(_AT_COMMIT, []).append((self, list(events)))
 
     def append_many(self, events: Sequence[dict[str, Any]]) -> list[AuditRecord]:
         """Append several entries (one request's decisions): all or none, consecutive in the
@@ -293,6 +315,32 @@ class AuditLog:
         conn.execute(sa.insert(AuditCheckpointRow).values(
             seq=seq, entry_hash=entry_hash, signed_at=signed_at, key_id=key_id,
             signature=encode_b64(signature)))
+
+
+_AT_COMMIT = "unified_record.audit.at_commit"
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _append_at_commit(session: Session) -> None:
+    pending: list[tuple[AuditLog, list[dict[str, Any]]]] = session.info.pop(_AT_COMMIT, [])
+    if not pending:
+        return
+    try:
+        conn = session.connection()
+        for log, events in pending:
+            for event in events:
+                log._append(conn, event, canonical_json(event))
+    except SQLAlchemyError as exc:
+        raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _append_if_not_committed(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
+    pending: list[tuple[AuditLog, list[dict[str, Any]]]] = session.info.pop(_AT_COMMIT, [])
+    for log, events in pending:  # rolled back or closed: the entries on their own
+        log.append_many(events)
 
 
 # PostgreSQL: lock the head, advance it, hash and insert the entry in one statement, with

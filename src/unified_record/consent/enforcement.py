@@ -88,6 +88,7 @@ from unified_record.consent.records import (
 from unified_record.security.caller import Caller
 from unified_record.store.crypto import Cipher
 from unified_record.store.governance_models import BreakGlassGrantRow, OptOutRow
+from unified_record.store.membership import Membership
 from unified_record.store.models import (
     ClientMemberRow,
     ClientRow,
@@ -120,17 +121,18 @@ class AccessRefused(PermissionError):
 
 @dataclass
 class Memo:
-    """What a transaction has already read about clients (which client a record belongs
-    to, what is on record for it), so that deciding a request's parts, matches and withheld
-    notice reads it once. Kept in the session and forgotten when its transaction ends (and
-    by every governance write), so it never outlives what it was read in."""
+    """What a transaction has already read about what is on record for clients (and, in
+    `store.membership`, which client a record belongs to), so that deciding a request's
+    parts, matches and withheld notice reads it once. Kept in the session and forgotten
+    when its transaction ends (and by every governance write), so it never outlives what
+    it was read in."""
 
-    clients: dict[str, str] = field(default_factory=dict)  # record or client id -> client
     states: dict[str, ClientState] = field(default_factory=dict)
 
     @staticmethod
     def forget(session: Session) -> None:
         session.info.pop(_MEMO, None)
+        Membership.forget(session)
 
     @staticmethod
     def of(session: Session) -> Memo:
@@ -218,8 +220,10 @@ class EnforcementPoint:
 
     def authorize_read(self, session: Session, repository: ResourceRepository,
                        ctx: AccessContext, resource_type: str, resource_id: str,
-                       version_id: int | None = None) -> ReadResult:
-        """read (or vread with `version_id`): the resource if permitted, else None."""
+                       version_id: int | None = None, *, audit_at_commit: bool = False
+                       ) -> ReadResult:
+        """read (or vread with `version_id`): the resource if permitted, else None.
+        `audit_at_commit`: see `filter_resources`."""
         interaction = "read" if version_id is None else "vread"
         self.check_purpose(ctx, interaction)
         body = (repository.get(resource_type, resource_id) if version_id is None
@@ -231,13 +235,16 @@ class EnforcementPoint:
             self._append(ctx, interaction, "none", None,
                          [Entity(reference, outcome="not-found")], None)
             return ReadResult(None, None)
-        return self.authorize_resource(session, repository, ctx, body, interaction)
+        return self.authorize_resource(session, repository, ctx, body, interaction,
+                                       audit_at_commit=audit_at_commit)
 
     def authorize_resource(self, session: Session, repository: ResourceRepository,
                            ctx: AccessContext, body: Mapping[str, Any],
-                           interaction: str = "read") -> ReadResult:
+                           interaction: str = "read", *, audit_at_commit: bool = False
+                           ) -> ReadResult:
         """Decide one resource the API already holds (e.g. the golden Patient)."""
-        shown = self.filter_resources(session, repository, ctx, [body], interaction=interaction)
+        shown = self.filter_resources(session, repository, ctx, [body], interaction=interaction,
+                                      audit_at_commit=audit_at_commit)
         decision = shown.decisions[0][1]
         return ReadResult(shown.permitted[0] if shown.permitted else None, decision)
 
@@ -245,14 +252,20 @@ class EnforcementPoint:
                          ctx: AccessContext, bodies: Sequence[Mapping[str, Any]], *,
                          interaction: str = "search-type",
                          parameters: Iterable[str] = (),
-                         known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None
-                         ) -> Filtered:
+                         known: Mapping[tuple[str, str], tuple[str | None, str]] | None = None,
+                         audit_at_commit: bool = False) -> Filtered:
         """Decide each resource; keep the permitted ones (redacted) in order, and audit one
         entry per client concerned. Filter before paging and counting. `known`: see
-        `candidates`."""
+        `candidates`. `audit_at_commit`: the caller returns nothing before `session`
+        commits, so the entries may be written by that commit (`AuditLog.append_at_commit`)
+        rather than at once."""
         self.check_purpose(ctx, interaction)
         shown = self._decide(session, repository, ctx, bodies, known)
-        self._audit_filtered(ctx, interaction, shown, list(parameters))
+        events = self._filtered_events(ctx, interaction, shown, list(parameters))
+        if audit_at_commit:
+            self.audit.append_at_commit(session, events)
+        else:
+            self.audit.append_many(events)  # one transaction for the whole request
         return shown
 
     def visible(self, session: Session, repository: ResourceRepository, ctx: AccessContext,
@@ -325,7 +338,7 @@ class EnforcementPoint:
         """Source Patient id or client id -> the active client id it belongs to (one query
         for those this transaction has not asked about yet; a retired client is followed to
         the one that absorbed it)."""
-        memo = Memo.of(session).clients
+        memo = Membership.of(session).clients
         wanted = set(patient_ids)
         ids = sorted(wanted - memo.keys())
         if ids:
@@ -542,16 +555,15 @@ class EnforcementPoint:
                          reasons=decision.reasons)
             raise AccessRefused(decision)
 
-    def _audit_filtered(self, ctx: AccessContext, interaction: str, shown: Filtered,
-                        parameters: list[str]) -> None:
+    def _filtered_events(self, ctx: AccessContext, interaction: str, shown: Filtered,
+                         parameters: list[str]) -> list[dict[str, Any]]:
         groups: dict[str | None, list[tuple[Candidate, Decision]]] = defaultdict(list)
         for candidate, decision in shown.decisions:
             groups[candidate.client_id].append((candidate, decision))
         query = ([Entity(role="24", detail=(("parameters", ",".join(sorted(parameters))),))]
                  if parameters else [])
         if not groups:
-            self._append(ctx, interaction, "permit", None, query, "no matches")
-            return
+            return [self._event(ctx, interaction, "permit", None, query, "no matches")]
         events = []
         for client_id, decided in groups.items():
             entities = [Entity(_versioned(c.body),
@@ -565,7 +577,7 @@ class EnforcementPoint:
             events.append(self._event(ctx, interaction, outcome, client_id, query + entities,
                                       f"{returned} returned, {len(decided) - returned} "
                                       "withheld"))
-        self.audit.append_many(events)  # one transaction for the whole request
+        return events
 
     def _append(self, by: Actor, subtype: str, decision: Literal["permit", "deny", "none"],
                 client_id: str | None, entities: Sequence[Entity], outcome_desc: str | None,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from unified_record.consent.enforcement import AccessContext, EnforcementPoint
 from unified_record.consent.engine import ResourceFacts, decide
 from unified_record.store.crypto import BlindIndexer
+from unified_record.store.membership import Membership
 from unified_record.store.models import ClientMemberRow, ResourceRow, SearchIndexRow
 from unified_record.store.resources import ResourceRepository
 
@@ -33,21 +34,24 @@ def record_withholds(point: EnforcementPoint, session: Session,
                      ctx: AccessContext, client_ids: Iterable[str]) -> bool:
     """Whether any of these clients' records (source Patients and what refers to them)
     holds a resource the caller may not see for its purpose. Two queries: the clients'
-    members, then the distinct (type, source organisation, labels) of their records, which
-    is all a decision needs."""
+    members (unless the request has read them already), then the distinct (type, source
+    organisation, labels) of their records, which is all a decision needs."""
     clients = sorted(set(client_ids))
     if not clients:
         return False
     now = datetime.now(UTC)
-    owner: dict[str, str] = {}
-    for uid, client_id in session.execute(
-            sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
-            .where(ClientMemberRow.client_id.in_(clients))):
-        owner[uid] = client_id
+    known = Membership.of(session).members  # members the request has read already
+    owner = {uid: client_id for client_id in clients for uid in known.get(client_id, ())}
+    unread = [c for c in clients if c not in known]
+    if unread:
+        for uid, client_id in session.execute(
+                sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
+                .where(ClientMemberRow.client_id.in_(unread))):
+            owner[uid] = client_id
     if not owner:
         return False
     states = point.client_states(session, repository, clients, now)
-    known = point.policy.categories.keys()
+    categories = point.policy.categories.keys()
     uids = sorted(owner)
     for start in range(0, len(uids), 500):
         chunk = uids[start:start + 500]
@@ -56,7 +60,7 @@ def record_withholds(point: EnforcementPoint, session: Session,
             client_id = owner[digests.get(key, key)]
             state = states[client_id]
             facts = ResourceFacts(rtype, "-", source_org,
-                                  frozenset((labels or "").split()) & known)
+                                  frozenset((labels or "").split()) & categories)
             if not decide(ctx.caller, ctx.purpose, client_id, facts, point.policy,
                           state.consents, state.opt_out, state.grants, now).permit:
                 return True

@@ -41,6 +41,7 @@ from unified_record.linkage.golden import (
     golden_patient,
 )
 from unified_record.store.crypto import BlindIndexer
+from unified_record.store.membership import Membership
 from unified_record.store.models import ClientMemberRow, ClientRow, ResourceRow, SearchIndexRow
 from unified_record.store.resources import ResourceRepository
 
@@ -251,7 +252,7 @@ def _result_param(request: SearchRequest, name: str, modifier: str, value: str) 
         raise SearchError(f"{name} takes no modifier")
     match name:
         case "_count":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise SearchError("_count must be a whole number")
             request.count = min(int(value), MAX_COUNT)
         case "_summary":
@@ -500,6 +501,9 @@ def _clients(session: Session, repository: ResourceRepository, sources: list[Fou
                 .where(matched_member.unique_id.in_(ids[start:start + 500]),
                        ClientRow.status == "active")):
             members.setdefault(client_id, set()).add(uid)
+    membership = Membership.of(session)
+    for client_id, uids in members.items():
+        membership.learn_members(client_id, uids)
     known = {f.resource["id"]: f for f in sources}
     missing = {uid for uids in members.values() for uid in uids} - set(known)
     known.update({f.resource["id"]: f for f in
@@ -536,8 +540,10 @@ def unified_patient(session: Session, repository: ResourceRepository, client_id:
 def client_sources(session: Session, repository: ResourceRepository, client_id: str
                    ) -> list[Found]:
     """The source Patients linked to one client, by id."""
-    members = session.scalars(sa.select(ClientMemberRow.unique_id)
-                              .where(ClientMemberRow.client_id == client_id))
+    members = list(session.scalars(sa.select(ClientMemberRow.unique_id)
+                                   .where(ClientMemberRow.client_id == client_id)))
+    if (client := session.get(ClientRow, client_id)) is not None and client.status == "active":
+        Membership.of(session).learn_members(client_id, members)
     return sorted(load_found(session, repository, "Patient", members, ()),
                   key=lambda f: str(f.resource.get("id")))
 

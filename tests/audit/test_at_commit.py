@@ -1,0 +1,80 @@
+"""Entries appended at the commit of the reader's own transaction (`append_at_commit`):
+written with that COMMIT on PostgreSQL, on their own if it rolls back, never lost, and a
+failed append makes the commit itself fail (fail closed)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from audit_support import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from unified_record.audit import AuditLog, AuditSigner, AuditWriteError, verify_audit_log
+
+
+def _valid(engine: Engine, signer: AuditSigner, expected: int) -> None:
+    report = verify_audit_log(engine, {signer.key_id: signer.public_key})
+    assert report.ok, report.summary()
+    assert report.entries == expected
+
+
+def _postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def test_entries_are_written_by_the_readers_commit(log: AuditLog, engine: Engine,
+                                                   signer: AuditSigner) -> None:
+    commits: list[int] = []
+    sa.event.listen(engine, "commit", lambda _conn: commits.append(1))
+    with Session(engine) as session:
+        session.execute(sa.text("SELECT 1"))  # the request's reads
+        log.append_at_commit(session, [event(1), event(2)])
+        if _postgres(engine):  # not yet: they go in with the request's COMMIT
+            assert log.entries() == []
+        session.commit()
+    assert [e.event["entity"][-1]["what"]["reference"] for e in log.entries()] == [
+        "Condition/c1/_history/1", "Condition/c2/_history/1"]
+    if _postgres(engine):
+        assert len(commits) == 1  # no transaction of their own
+    _valid(engine, signer, 2)
+
+
+def test_entries_of_a_transaction_that_rolls_back_are_written_on_their_own(
+        log: AuditLog, engine: Engine, signer: AuditSigner) -> None:
+    with Session(engine) as session:
+        session.execute(sa.text("SELECT 1"))
+        log.append_at_commit(session, [event(1)])
+        session.rollback()
+    with Session(engine) as session:  # closed without commit or rollback
+        session.execute(sa.text("SELECT 1"))
+        log.append_at_commit(session, [event(2)])
+    assert len(log.entries()) == 2
+    _valid(engine, signer, 2)
+
+
+def test_an_append_that_fails_makes_the_commit_fail(log: AuditLog, engine: Engine,
+                                                    signer: AuditSigner) -> None:
+    log.append(event(0))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_chain_head"))
+    with Session(engine) as session, pytest.raises(AuditWriteError):
+        session.execute(sa.text("SELECT 1"))
+        log.append_at_commit(session, [event(1)])
+        session.commit()
+    assert len(log.entries()) == 1
+
+
+def test_concurrent_readers_commits_keep_one_chain(log: AuditLog, engine: Engine,
+                                                   signer: AuditSigner) -> None:
+    def request(number: int) -> None:
+        with Session(engine) as session:
+            session.execute(sa.text("SELECT 1"))
+            log.append_at_commit(session, [event(number), event(number + 1000)])
+            session.commit()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(request, range(40)))
+    _valid(engine, signer, 80)
