@@ -397,19 +397,10 @@ class EnforcementPoint:
         break-glass grant under their own id ("record"), and which absorbed another
         client in a merge ("merged")."""
         digests = {repository.digest("patient", c): c for c in client_ids}
-        stmt: sa.CompoundSelect[Any] = sa.union_all(
-            sa.select(sa.literal("consent").label("kind"), SearchIndexRow.value_hash.label("key"))
-            .where(SearchIndexRow.resource_type == "Consent", SearchIndexRow.param == "patient",
-                   SearchIndexRow.value_hash.in_(sorted(digests))),
-            sa.select(sa.literal("opt-out"), OptOutRow.client_id)
-            .where(OptOutRow.client_id.in_(client_ids)),
-            sa.select(sa.literal("grant"), BreakGlassGrantRow.client_id)
-            .where(BreakGlassGrantRow.client_id.in_(client_ids),
-                   BreakGlassGrantRow.expires_at > now, BreakGlassGrantRow.granted_at <= now),
-            sa.select(sa.literal("merged"), ClientRow.replaced_by)
-            .where(ClientRow.replaced_by.in_(client_ids)))
+        rows = session.execute(_ON_RECORD, {"digests": sorted(digests),
+                                            "clients": list(client_ids), "now": now})
         found: dict[str, set[str]] = {"record": set(), "merged": set()}
-        for kind, key in session.execute(stmt):
+        for kind, key in rows:
             if kind == "consent":
                 found["record"].add(digests[key])
             else:
@@ -603,6 +594,25 @@ class EnforcementPoint:
             entities=entities,
             source_address=ctx.source_address if ctx else None, outcome_desc=outcome_desc,
             break_glass=purpose == BREAK_GLASS if break_glass is None else break_glass)
+
+
+# What is on record for clients, in one statement built once (`_on_record`): Consents
+# indexed under the client (by the blind index of the reference), an opt-out, a live
+# break-glass grant, and clients merged into it.
+_CLIENTS: sa.BindParameter[Any] = sa.bindparam("clients", expanding=True)
+_NOW: sa.BindParameter[Any] = sa.bindparam("now")
+_ON_RECORD: sa.CompoundSelect[Any] = sa.union_all(
+    sa.select(sa.literal_column("'consent'").label("kind"),
+              SearchIndexRow.value_hash.label("key"))
+    .where(SearchIndexRow.resource_type == "Consent", SearchIndexRow.param == "patient",
+           SearchIndexRow.value_hash.in_(sa.bindparam("digests", expanding=True))),
+    sa.select(sa.literal_column("'opt-out'"), OptOutRow.client_id)
+    .where(OptOutRow.client_id.in_(_CLIENTS)),
+    sa.select(sa.literal_column("'grant'"), BreakGlassGrantRow.client_id)
+    .where(BreakGlassGrantRow.client_id.in_(_CLIENTS), BreakGlassGrantRow.expires_at > _NOW,
+           BreakGlassGrantRow.granted_at <= _NOW),
+    sa.select(sa.literal_column("'merged'"), ClientRow.replaced_by)
+    .where(ClientRow.replaced_by.in_(_CLIENTS)))
 
 
 def _patient_id(body: Mapping[str, Any]) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -56,7 +55,8 @@ def record_withholds(point: EnforcementPoint, session: Session,
     for start in range(0, len(uids), 500):
         chunk = uids[start:start + 500]
         digests = {blind_index.digest("patient", f"Patient/{uid}"): uid for uid in chunk}
-        for key, rtype, source_org, labels in session.execute(_facts_of(chunk, digests)):
+        for key, rtype, source_org, labels in session.execute(
+                _FACTS, {"digests": sorted(digests), "uids": chunk}):
             client_id = owner[digests.get(key, key)]
             state = states[client_id]
             facts = ResourceFacts(rtype, "-", source_org,
@@ -67,22 +67,20 @@ def record_withholds(point: EnforcementPoint, session: Session,
     return False
 
 
-def _facts_of(uids: list[str], digests: dict[str, str]) -> sa.CompoundSelect[Any]:
-    """(source Patient id or the hash of a reference to it, type, source organisation,
-    labels), distinct: the source Patients themselves and every live resource that refers
-    to one of them."""
-    referring = (
-        sa.select(SearchIndexRow.value_hash, ResourceRow.resource_type, ResourceRow.source_org,
-                  ResourceRow.security_labels)
-        .join(ResourceRow, sa.and_(ResourceRow.resource_type == SearchIndexRow.resource_type,
-                                   ResourceRow.id == SearchIndexRow.resource_id))
-        .where(SearchIndexRow.param == "patient",
-               SearchIndexRow.value_hash.in_(sorted(digests)),
-               ResourceRow.deleted.is_(False))
-        .distinct())
-    patients = (
-        sa.select(ResourceRow.id, ResourceRow.resource_type, ResourceRow.source_org,
-                  ResourceRow.security_labels)
-        .where(ResourceRow.resource_type == "Patient", ResourceRow.id.in_(uids),
-               ResourceRow.deleted.is_(False)))
-    return sa.union(referring, patients)
+# (source Patient id or the hash of a reference to it, type, source organisation, labels),
+# distinct: every live resource that refers to one of the source Patients, and the source
+# Patients themselves. Built once; the lists are bound per call.
+_FACTS = sa.union(
+    sa.select(SearchIndexRow.value_hash, ResourceRow.resource_type, ResourceRow.source_org,
+              ResourceRow.security_labels)
+    .join(ResourceRow, sa.and_(ResourceRow.resource_type == SearchIndexRow.resource_type,
+                               ResourceRow.id == SearchIndexRow.resource_id))
+    .where(SearchIndexRow.param == "patient",
+           SearchIndexRow.value_hash.in_(sa.bindparam("digests", expanding=True)),
+           ResourceRow.deleted.is_(False))
+    .distinct(),
+    sa.select(ResourceRow.id, ResourceRow.resource_type, ResourceRow.source_org,
+              ResourceRow.security_labels)
+    .where(ResourceRow.resource_type == "Patient",
+           ResourceRow.id.in_(sa.bindparam("uids", expanding=True)),
+           ResourceRow.deleted.is_(False)))
