@@ -113,12 +113,21 @@ def test_sealed_in_advance_is_used_for_a_new_resource_and_redone_for_a_new_versi
     assert sealed is not None
     with uow:
         batch = batch_of(uow)
-        first = batch.put(patient(), **provenance(), sealed=sealed)
-        assert first["meta"]["versionId"] == "1"
-        changed = patient(gender="female")
-        second = batch.put(changed, **provenance(),
-                           sealed=seal_new(cipher, blind_index, changed, ["safeguarding"], index))
-        assert second["meta"]["versionId"] == "2", "not new after all: sealed again as v2"
+        batch.put_sealed(sealed, **provenance())
+        first = batch.get("Patient", "p1")
+        assert first is not None and first["meta"]["versionId"] == "1"
+        assert sealed.resource_type == "Patient" and sealed.id == "p1"
+        unchanged = seal_new(cipher, blind_index, patient(), ["safeguarding"], index)
+        assert unchanged is not None
+        batch.put_sealed(unchanged, **provenance())
+        assert batch.get("Patient", "p1") == first, "unchanged body: no new version"
+        changed = seal_new(cipher, blind_index, patient(gender="female"), ["safeguarding"], index)
+        assert changed is not None
+        batch.put_sealed(changed, **provenance())
+        second = batch.get("Patient", "p1")
+        assert second is not None and second["meta"]["versionId"] == "2", (
+            "not new after all: sealed again as v2")
+        assert second["gender"] == "female"
         batch.flush()
         uow.commit()
     with uow:
@@ -126,6 +135,7 @@ def test_sealed_in_advance_is_used_for_a_new_resource_and_redone_for_a_new_versi
         assert row is not None and row.body == sealed.envelope
         assert uow.resources.vread("Patient", "p1", 1) == first
         assert uow.resources.get("Patient", "p1") == second
+        assert [v.version_id for v in uow.resources.versions("Patient", "p1")] == [2, 1]
         assert uow.resources.search("Patient", "family", FAMILY) == ["p1"]
         prov = uow.resources.provenance("Patient", "p1")
         assert prov is not None and prov.security_labels == ("safeguarding",)

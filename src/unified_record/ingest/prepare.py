@@ -16,15 +16,43 @@ from unified_record.ingest.fhir_bundle import map_bundle
 from unified_record.ingest.mapping import FeedMapping, MappedRecord, RecordError, map_record
 from unified_record.ingest.search_values import index_values
 from unified_record.store.batch import Sealed
+from unified_record.store.crypto import Cipher
+from unified_record.store.resources import open_body
 
 
 @dataclass
 class PreparedResource:
-    resource: dict[str, Any]
+    """A mapped, validated resource. Once `sealed` (encrypted in advance as a new resource,
+    see the pipeline), `resource` and `index` are dropped: the envelope holds the body and
+    the sealed index its hashes, and only that crosses from a worker to the main process."""
+
+    resource: dict[str, Any] | None
     source_record_id: str
     labels: list[str]
     index: list[tuple[str, str]]
-    sealed: Sealed | None = None  # encrypted in advance as a new resource (see pipeline)
+    sealed: Sealed | None = None
+
+    @property
+    def resource_type(self) -> str:
+        if self.sealed is not None:
+            return self.sealed.resource_type
+        assert self.resource is not None
+        return str(self.resource["resourceType"])
+
+    @property
+    def id(self) -> str:
+        if self.sealed is not None:
+            return self.sealed.id
+        assert self.resource is not None
+        return str(self.resource["id"])
+
+    def body(self, cipher: Cipher) -> dict[str, Any]:
+        """The body as prepared (sealed: as sealed, with labels and meta of version 1)."""
+        if self.resource is not None:
+            return self.resource
+        assert self.sealed is not None
+        return open_body(cipher, self.sealed.envelope, self.sealed.resource_type,
+                         self.sealed.id, 1)
 
 
 @dataclass

@@ -9,8 +9,8 @@ undo one message's puts when a later one of them fails, without a database savep
 
 The CPU-heavy part of a put (canonical JSON, AES-GCM, the blind index's HMACs) can be done
 ahead of time, in the ingest worker processes, by `seal_new`: it seals a body as a new
-resource's version 1. `put(..., sealed=...)` uses that envelope when the resource is indeed
-new, and seals again itself when it is not (a new version of an existing resource).
+resource's version 1. `put_sealed` uses that envelope when the resource is indeed new, and
+opens it and seals again itself when it is not (a new version of an existing resource).
 Rows are written with the driver's own executemany (PostgreSQL: COPY for inserts), with
 the column types' bind processing applied, so what is stored is what SQLAlchemy would store.
 """
@@ -76,13 +76,17 @@ class _Write:
 
 @dataclass(frozen=True)
 class Sealed:
-    """A body sealed in advance as version 1 of a new resource (see `seal_new`)."""
+    """A body sealed in advance as version 1 of a new resource (see `seal_new`).
 
-    body: dict[str, Any]  # labels applied, meta.versionId "1" and meta.lastUpdated stamped
+    The body travels only inside its envelope: a Sealed crosses from the ingest workers to
+    the main process, and unpickling bodies as dicts cost that process more than anything
+    but its database writes. `put_sealed` opens the envelope only if it needs the body."""
+
+    resource_type: str
+    id: str
     labels: list[str]
     last_updated: datetime
-    envelope: bytes
-    key_id: str
+    envelope: bytes  # the body, labels applied, meta.versionId "1" and meta.lastUpdated
     index: list[tuple[str, str]]  # (param, keyed hash), sorted
 
 
@@ -97,7 +101,7 @@ def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, A
     body = dict(resource)
     body["meta"] = dict(body.get("meta") or {})
     try:
-        _check_type(body.get("resourceType"))
+        resource_type = _check_type(body.get("resourceType"))
         labels = _apply_security_labels(body, security_labels)
     except ValueError:
         return None
@@ -106,8 +110,7 @@ def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, A
         return None
     now = _now()
     envelope = seal_body(cipher, body, 1, now)
-    return Sealed(body, labels, now, envelope, cipher.key_id_of(envelope),
-                  _digests(blind_index, index_values))
+    return Sealed(resource_type, rid, labels, now, envelope, _digests(blind_index, index_values))
 
 
 def _digests(blind_index: BlindIndexer, values: Iterable[tuple[str, str]]
@@ -176,56 +179,78 @@ class ResourceBatch:
         inbound_message_id: str | None = None,
         security_labels: Iterable[str] = (),
         index_values: Iterable[tuple[str, str]] = (),
-        sealed: Sealed | None = None,
     ) -> dict[str, Any]:
-        """As `ResourceRepository.put`, buffered. Raises before buffering anything.
-
-        `sealed`: `seal_new` of this same resource, labels and index values, made earlier
-        (e.g. in a worker process); used when the resource turns out to be new."""
-        if sealed is not None:
-            body = sealed.body
-            labels = sealed.labels
-        else:
-            body = dict(resource)
-            body["meta"] = dict(body.get("meta") or {})
+        """As `ResourceRepository.put`, buffered. Raises before buffering anything."""
+        body = dict(resource)
+        body["meta"] = dict(body.get("meta") or {})
         resource_type = _check_type(body.get("resourceType"))
         source = (resource_type, source_feed, source_record_id) if source_record_id else None
-        resolved = self._resolve_id(body.get("id"), source)
-        if sealed is None:
-            body["id"] = resolved
-            labels = _apply_security_labels(body, security_labels)
+        body["id"] = resolved = self._resolve_id(body.get("id"), source)
+        labels = _apply_security_labels(body, security_labels)
         key = (resource_type, resolved)
-
         current = self._state(key)
         if current is not None and not current.deleted:
             stored = self._body(resource_type, resolved, current)
             if _content(stored) == _content(body):
                 return stored
         version_id = current.version_id + 1 if current is not None else 1
-        if sealed is not None and version_id == 1:
-            now, envelope, hashes = sealed.last_updated, sealed.envelope, sealed.index
-            key_id = sealed.key_id
-        else:
-            if sealed is not None:  # not new after all: a version of its own, sealed here
-                body = dict(body)
-                body["meta"] = dict(body["meta"])
-            now = _now()
-            envelope = seal_body(self._cipher, body, version_id, now)
-            hashes = (sealed.index if sealed is not None
-                      else _digests(self._index, index_values))
-            key_id = self._cipher.key_id_of(envelope)
+        now = _now()
+        envelope = seal_body(self._cipher, body, version_id, now)
+        self._buffer(key, current, source, version_id, now, envelope,
+                     _digests(self._index, index_values), labels, body,
+                     (source_feed, source_org, source_record_id, inbound_message_id))
+        return body
 
+    def put_sealed(
+        self,
+        sealed: Sealed,
+        *,
+        source_feed: str,
+        source_org: str | None,
+        source_record_id: str | None,
+        inbound_message_id: str | None = None,
+    ) -> None:
+        """As `put` of the body `seal_new` sealed, with its labels and index values.
+
+        A new resource is written with the envelope as it is (the body is not even opened);
+        an existing one is compared with it, and a changed body becomes a new version,
+        sealed again here. Raises before buffering anything, as `put` does."""
+        resource_type = sealed.resource_type
+        source = (resource_type, source_feed, source_record_id) if source_record_id else None
+        resolved = self._resolve_id(sealed.id, source)
+        key = (resource_type, resolved)
+        provenance = (source_feed, source_org, source_record_id, inbound_message_id)
+        current = self._state(key)
+        if current is None:
+            self._buffer(key, current, source, 1, sealed.last_updated, sealed.envelope,
+                         sealed.index, sealed.labels, None, provenance)
+            return
+        body = open_body(self._cipher, sealed.envelope, resource_type, resolved, 1)
+        if not current.deleted and _content(self._body(resource_type, resolved, current)
+                                            ) == _content(body):
+            return
+        version_id = current.version_id + 1  # not new after all: a version of its own
+        now = _now()
+        envelope = seal_body(self._cipher, body, version_id, now)
+        self._buffer(key, current, source, version_id, now, envelope, sealed.index,
+                     sealed.labels, body, provenance)
+
+    def _buffer(self, key: Key, current: _State | None, source: SourceKey | None,
+                version_id: int, now: datetime, envelope: bytes,
+                hashes: list[tuple[str, str]], labels: list[str],
+                body: dict[str, Any] | None,
+                provenance: tuple[str, str | None, str | None, str | None]) -> None:
+        source_feed, source_org, source_record_id, inbound_message_id = provenance
+        key_id = self._cipher.key_id_of(envelope)
         self._undo.append((key, current, source, self._sources.get(source) if source else None))
         self._states[key] = _State(version_id, False, envelope,
                                    current.in_db if current else False, body)
         if source:
-            self._sources[source] = resolved
-        row = (resource_type, resolved, version_id, now, False, source_feed, source_org,
+            self._sources[source] = key[1]
+        row = (key[0], key[1], version_id, now, False, source_feed, source_org,
                source_record_id, inbound_message_id, " ".join(labels), key_id, envelope)
-        version = (resource_type, resolved, version_id, now, False, inbound_message_id,
-                   key_id, envelope)
+        version = (key[0], key[1], version_id, now, False, inbound_message_id, key_id, envelope)
         self._writes.append(_Write(key, row, hashes, version))
-        return body
 
     def checkpoint(self) -> int:
         return len(self._writes)

@@ -1,0 +1,89 @@
+"""What the prepare workers hand to the main process, and the collector settings of a bulk
+ingest: choices made for throughput that must not change what is stored."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import itertools
+import pickle
+
+import pytest
+from ingest_support import MAPPINGS, SAMPLE, make_keys
+
+from unified_record.fhir import validation
+from unified_record.ingest import Pipeline, load_mappings
+from unified_record.ingest.pipeline import GC_THRESHOLDS, _sealed, fewer_collections
+from unified_record.ingest.prepare import prepare
+from unified_record.ingest.sources import iter_messages
+
+
+@pytest.mark.parametrize("feed", ["council_adult_social_care", "acute_adt", "gp_fhir"])
+def test_a_sealed_message_crosses_to_the_main_process_without_its_bodies(feed: str) -> None:
+    keyring, blind_index = make_keys()
+    mapping = load_mappings(MAPPINGS)[feed]
+    for message in itertools.islice(iter_messages(mapping.format, SAMPLE / feed), 5):
+        plain = prepare(mapping, message.raw)
+        assert plain.error is None and plain.resources
+        bodies = [item.resource for item in plain.resources]
+        sealed = _sealed(prepare(mapping, message.raw), keyring, blind_index)
+        sent = pickle.dumps(sealed)
+        for item, body in zip(sealed.resources, bodies, strict=True):
+            assert body is not None and item.sealed is not None
+            assert item.resource is None and item.index == [], "the envelope holds them"
+            assert (item.resource_type, item.id) == (body["resourceType"], body["id"])
+            opened = item.body(keyring)
+            assert opened["meta"]["versionId"] == "1"
+            assert {k: v for k, v in opened.items() if k != "meta"} == {
+                k: v for k, v in body.items() if k != "meta"}
+            for name in body.get("name") or []:
+                if len(name.get("family") or "") > 3:
+                    assert name["family"].encode() not in sent
+
+
+def _thresholds_while_ingesting(pipeline: Pipeline) -> list[tuple[int, int, int]]:
+    seen: list[tuple[int, int, int]] = []
+    pipeline.ingest_path("council_childrens_social_care",
+                         SAMPLE / "council_childrens_social_care",
+                         on_messages=lambda _n: seen.append(gc.get_threshold()))
+    return seen
+
+
+def test_a_bulk_ingest_collects_garbage_less_often_and_restores_the_setting(
+        database_url: str) -> None:
+    keyring, blind_index = make_keys()
+    before = gc.get_threshold()
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, workers=2, batch_size=20) as p:
+        seen = _thresholds_while_ingesting(p)
+        assert seen and all(t[0] >= GC_THRESHOLDS[0] for t in seen)
+        assert gc.get_threshold() == before
+        assert p._pool is not None
+        workers = {p._pool.submit(gc.get_threshold).result() for _ in range(4)}
+        assert workers == {GC_THRESHOLDS}, "each worker, for its whole life"
+    p.engine.dispose()
+
+
+def test_fewer_collections_nests_and_restores() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        with fewer_collections():
+            assert gc.get_threshold()[0] >= GC_THRESHOLDS[0]
+        assert gc.get_threshold()[0] >= GC_THRESHOLDS[0], "still inside the outer one"
+    assert gc.get_threshold() == before
+
+
+def test_the_validation_cache_tells_values_apart_that_json_would_not() -> None:
+    body = {"resourceType": "Patient", "id": "p1", "birthDate": "2001-02-03"}
+    same = {"resourceType": "Patient", "id": "p1", "birthDate": "2001-02-03"}
+    as_date = {"resourceType": "Patient", "id": "p1", "birthDate": datetime.date(2001, 2, 3)}
+    assert validation._digest(body) == validation._digest(same)
+    assert validation._digest(body) != validation._digest(as_date)
+    assert validation._digest({"resourceType": "Patient", "x": lambda: None}) is None
+
+
+def test_an_invalid_body_is_never_remembered_as_valid() -> None:
+    bad = {"resourceType": "Patient", "id": "p1", "birthDate": "not a date"}
+    for _ in range(2):
+        with pytest.raises(validation.InvalidResource):
+            validation.validate_resource(bad)
+    assert validation._digest(bad) not in validation._valid
