@@ -99,7 +99,12 @@ class Result:
         return (f"| {self.name} | {done:,} | {done / self.seconds:,.1f} | "
                 f"{self.percentile(50):.1f} | {self.percentile(95):.1f} | "
                 f"{self.percentile(99):.1f} | {max(self.latencies, default=0) * 1000:.0f} | "
-                f"{self.errors} | {self.client_cpu / self.seconds * 100:.0f}% |")
+                f"{self.errors}{self._kinds()} | {self.client_cpu / self.seconds * 100:.0f}% |")
+
+    def _kinds(self) -> str:
+        """What the errors were (HTTP status or the client's exception), kept in the table."""
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.error_kinds.items()))
+        return f" ({kinds})" if kinds else ""
 
 
 # -- the server ---------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ from unified_record.consent.records import (
 from unified_record.security.caller import Caller
 from unified_record.store.crypto import Cipher
 from unified_record.store.governance_models import BreakGlassGrantRow, OptOutRow
-from unified_record.store.membership import Membership
+from unified_record.store.membership import Membership, transaction_memo
 from unified_record.store.models import (
     ClientMemberRow,
     ClientRow,
@@ -136,10 +136,7 @@ class Memo:
 
     @staticmethod
     def of(session: Session) -> Memo:
-        memo = session.info.get(_MEMO)
-        if not isinstance(memo, Memo):
-            memo = session.info[_MEMO] = Memo()
-        return memo
+        return transaction_memo(session, _MEMO, Memo)
 
 
 _MEMO = "unified_record.consent.memo"

@@ -8,16 +8,26 @@ when its transaction ends, so it never outlives the snapshot it was read in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "transaction_memo"]
 
 _KEY = "unified_record.store.membership"
+_T = TypeVar("_T")
+
+
+def transaction_memo(session: Session, key: str, kind: Callable[[], _T]) -> _T:
+    """The `kind` kept under `key` in the session (a new one if there is none); whoever
+    keeps one there forgets it when the transaction ends."""
+    memo = session.info.get(key)
+    if memo is None:
+        memo = session.info[key] = kind()
+    return memo
 
 
 @dataclass
@@ -27,10 +37,7 @@ class Membership:
 
     @staticmethod
     def of(session: Session) -> Membership:
-        memo = session.info.get(_KEY)
-        if not isinstance(memo, Membership):
-            memo = session.info[_KEY] = Membership()
-        return memo
+        return transaction_memo(session, _KEY, Membership)
 
     @staticmethod
     def forget(session: Session) -> None:
