@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import datetime
 import gc
+import hashlib
+import hmac
 import itertools
 import pickle
+import shutil
+import uuid
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.fhir import validation
 from unified_record.ingest import Pipeline, load_mappings
+from unified_record.ingest.mapping import ID_NAMESPACE, resource_id
 from unified_record.ingest.pipeline import GC_THRESHOLDS, _sealed, fewer_collections
 from unified_record.ingest.prepare import prepare
 from unified_record.ingest.sources import iter_messages
+from unified_record.store.models import InboundMessage
 
 
 @pytest.mark.parametrize("feed", ["council_adult_social_care", "acute_adt", "gp_fhir"])
@@ -87,3 +97,45 @@ def test_an_invalid_body_is_never_remembered_as_valid() -> None:
         with pytest.raises(validation.InvalidResource):
             validation.validate_resource(bad)
     assert validation._digest(bad) not in validation._valid
+
+
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_resource_ids_are_the_uuid5_of_feed_type_and_key(resource_type: str, key: str) -> None:
+    assert resource_id("gp_fhir", resource_type, key) == str(
+        uuid.uuid5(ID_NAMESPACE, f"gp_fhir|{resource_type}|{key}"))
+
+
+def test_the_blind_index_reaches_the_workers_intact() -> None:
+    _keyring, blind_index = make_keys()
+    copied = pickle.loads(pickle.dumps(blind_index))
+    for kind, value in [("family", "SMITH"), ("given", "ZOË"), ("postcode", "")]:
+        expected = hmac.new(blind_index._key, f"{kind}\x1f{value}".encode(),
+                            hashlib.sha256).hexdigest()
+        assert blind_index.digest(kind, value) == copied.digest(kind, value) == expected
+
+
+def test_a_dataset_flows_from_feed_to_feed_without_draining(database_url: str,
+                                                             tmp_path: Path) -> None:
+    """The next feed is read and handed to the workers while the previous feed's last batch
+    is still to be stored; everything ends stored, as feed by feed."""
+    root = tmp_path / "dataset"
+    for feed in ("community_health", "council_childrens_social_care"):
+        shutil.copytree(SAMPLE / feed, root / feed)
+    keyring, blind_index = make_keys()
+    pending_at_start: dict[str, int] = {}
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, workers=1, batch_size=7) as p:
+
+        def on_feed(feed: str) -> None:
+            with p.engine.connect() as conn:
+                pending_at_start[feed] = int(conn.execute(
+                    sa.select(sa.func.count()).select_from(InboundMessage)
+                    .where(InboundMessage.status == "pending")).scalar_one())
+
+        results = p.ingest_dataset(root, on_feed=on_feed)
+        with p.engine.connect() as conn:
+            statuses = set(conn.execute(sa.select(InboundMessage.status)).scalars())
+    p.engine.dispose()
+    assert pending_at_start["community_health"] == 0
+    assert pending_at_start["council_childrens_social_care"] > 0, "the last batch in flight"
+    assert statuses == {"accepted"}
+    assert all(r.accepted == r.messages > 0 for r in results.values())

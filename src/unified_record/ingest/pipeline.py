@@ -229,12 +229,23 @@ class Pipeline:
 
     def ingest_dataset(self, root: Path, on_messages: ProgressCallback | None = None,
                        on_feed: Callable[[str], None] | None = None) -> dict[str, IngestStats]:
-        """Ingest every sub-folder of `root` that is named after a feed mapping."""
-        results = {}
-        for folder in self.dataset_folders(root):
-            if on_feed:
-                on_feed(folder.name)
-            results[folder.name] = self.ingest_path(folder.name, folder, on_messages)
+        """Ingest every sub-folder of `root` that is named after a feed mapping.
+
+        The feeds follow each other without draining the pipeline in between: the workers
+        prepare the next feed's first batches while this process stores the last ones of
+        the previous feed (in order: a feed's batches are stored after the earlier feed's).
+        """
+        folders = self.dataset_folders(root)
+        results = {folder.name: IngestStats(folder.name) for folder in folders}
+
+        def streams() -> Iterator[tuple[str, Iterable[SourceMessage]]]:
+            for folder in folders:
+                if on_feed:
+                    on_feed(folder.name)
+                yield folder.name, iter_messages(self.mapping(folder.name).format, folder)
+
+        with fewer_collections():
+            self._ingest_streams(streams(), results, on_messages)
         return results
 
     def dataset_folders(self, root: Path) -> list[Path]:
@@ -249,26 +260,34 @@ class Pipeline:
 
     def ingest_messages(self, feed: str, messages: Iterable[SourceMessage],
                         on_messages: ProgressCallback | None = None) -> IngestStats:
-        with fewer_collections():
-            return self._ingest_messages(feed, messages, on_messages)
-
-    def _ingest_messages(self, feed: str, messages: Iterable[SourceMessage],
-                         on_messages: ProgressCallback | None) -> IngestStats:
         stats = IngestStats(feed)
-        in_flight: deque[tuple[list[tuple[str, SourceMessage]], Future[list[Prepared]] | list[
-            Prepared]]] = deque()
-        for batch in _batches(messages, self.batch_size):
-            stats.messages += len(batch)
-            todo = self._store_raw(feed, batch, stats)
-            in_flight.append((todo, self._prepare(feed, [m.raw for _, m in todo])))
-            if len(in_flight) > self.workers:  # every worker busy while this one stores
-                self._store_prepared(feed, *in_flight.popleft(), stats)
-                self._after_batch()
-            if on_messages:
-                on_messages(len(batch))
-        while in_flight:
-            self._store_prepared(feed, *in_flight.popleft(), stats)
+        with fewer_collections():
+            self._ingest_streams([(feed, messages)], {feed: stats}, on_messages)
         return stats
+
+    def _ingest_streams(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
+                        results: dict[str, IngestStats],
+                        on_messages: ProgressCallback | None) -> None:
+        in_flight: deque[tuple[str, list[tuple[str, SourceMessage]],
+                               Future[list[Prepared]] | list[Prepared]]] = deque()
+        for feed, messages in streams:
+            for batch in _batches(messages, self.batch_size):
+                results[feed].messages += len(batch)
+                todo = self._store_raw(feed, batch, results[feed])
+                in_flight.append((feed, todo, self._prepare(feed, [m.raw for _, m in todo])))
+                if len(in_flight) > self.workers:  # every worker busy while this one stores
+                    self._store_oldest(in_flight, results)
+                    self._after_batch()
+                if on_messages:
+                    on_messages(len(batch))
+        while in_flight:
+            self._store_oldest(in_flight, results)
+
+    def _store_oldest(self, in_flight: deque[tuple[str, list[tuple[str, SourceMessage]],
+                                                   Future[list[Prepared]] | list[Prepared]]],
+                      results: dict[str, IngestStats]) -> None:
+        feed, todo, prepared = in_flight.popleft()
+        self._store_prepared(feed, todo, prepared, results[feed])
 
     def _after_batch(self) -> None:
         """Refresh planner statistics as the tables grow: after batch 1, 2, 4, 8, ..."""

@@ -24,6 +24,7 @@ class BlindIndex:
         if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
             raise ValueError(f"blind-index key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied for each digest
 
     @classmethod
     def parse(cls, b64: str) -> BlindIndex:
@@ -41,9 +42,14 @@ class BlindIndex:
     def __repr__(self) -> str:  # never show the key
         return "BlindIndex(key=<hidden>)"
 
+    def __reduce__(self) -> tuple[type[BlindIndex], tuple[bytes]]:
+        """Picklable (ingest workers get it once, at pool start, through the process pipe)."""
+        return BlindIndex, (self._key,)
+
     def digest(self, kind: str, value: str) -> str:
         """Keyed hash of `value` in the `kind` domain (so a name never matches a postcode)."""
         if not kind or _SEPARATOR in kind:
             raise ValueError("blind-index kind must be non-empty and contain no \\x1f")
-        message = (kind + _SEPARATOR + value).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()  # the key's pads hashed once, not for every value
+        mac.update((kind + _SEPARATOR + value).encode("utf-8"))
+        return mac.hexdigest()
