@@ -44,10 +44,11 @@ def dataset(people: int, seed: int, root: Path) -> Path:
     return out
 
 
-def run(url: str, data: Path, workers: int, profile: bool) -> tuple[dict[str, IngestStats], float]:
+def run(url: str, data: Path, workers: int, profile: bool, batch_size: int = 1000
+        ) -> tuple[dict[str, IngestStats], float]:
     keyring = KeyRing({"bench": os.urandom(32)}, "bench")
     with Pipeline(url, keyring, BlindIndex(os.urandom(32)), MAPPINGS_DIR,
-                  workers=workers, bulk_load=True) as pipeline:
+                  workers=workers, batch_size=batch_size, bulk_load=True) as pipeline:
         # CPU time, not wall time: other work on the machine inflates waits, not CPU.
         profiler = cProfile.Profile(time.process_time) if profile else None
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "ur-bench")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--workers", type=int, default=0, help="prepare processes; 0 = cores")
+    parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch")
     parser.add_argument("--profile", action="store_true", help="cProfile the main process")
     parser.add_argument("--plot", type=Path, help="write an SVG bar chart of the rates here")
     args = parser.parse_args()
@@ -115,7 +117,8 @@ def main() -> None:
     summary = []
     if args.database in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
-            results, seconds = run(f"sqlite:///{tmp}/bench.db", data, workers, args.profile)
+            results, seconds = run(f"sqlite:///{tmp}/bench.db", data, workers, args.profile,
+                                   args.batch_size)
             summary.append(report("sqlite", results, seconds))
     if args.database in ("postgresql", "both"):
         schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -125,7 +128,7 @@ def main() -> None:
         try:
             sep = "&" if "?" in PG_URL else "?"
             url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-            results, seconds = run(url, data, workers, args.profile)
+            results, seconds = run(url, data, workers, args.profile, args.batch_size)
             summary.append(report("postgresql", results, seconds))
         finally:
             with admin.connect() as conn:
