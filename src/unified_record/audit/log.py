@@ -323,15 +323,9 @@ _AT_COMMIT = "unified_record.audit.at_commit"
 @sa_event.listens_for(Session, "before_commit")
 def _append_at_commit(session: Session) -> None:
     pending: list[tuple[AuditLog, list[dict[str, Any]]]] = session.info.pop(_AT_COMMIT, [])
-    if not pending:
-        return
-    try:
-        conn = session.connection()
-        for log, events in pending:
-            for event in events:
-                log._append(conn, event, canonical_json(event))
-    except SQLAlchemyError as exc:
-        raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+    for log, events in pending:
+        for event in events:
+            log.append(event, session=session)  # AuditWriteError fails the commit
 
 
 @sa_event.listens_for(Session, "after_transaction_end")

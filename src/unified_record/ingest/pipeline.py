@@ -122,6 +122,12 @@ def fewer_collections() -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
+# Batches sent to the workers and not yet stored, oldest first: (feed, the messages stored
+# raw, their preparation, still running or done).
+_InFlight = deque[tuple[str, list[tuple[str, SourceMessage]],
+                        Future[list[Prepared]] | list[Prepared]]]
+
+
 def _exit_with_owner(owner_pid: int) -> None:
     """End this worker when the ingest process that owns the pool ends, however it ends.
 
@@ -268,8 +274,7 @@ class Pipeline:
     def _ingest_streams(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
                         results: dict[str, IngestStats],
                         on_messages: ProgressCallback | None) -> None:
-        in_flight: deque[tuple[str, list[tuple[str, SourceMessage]],
-                               Future[list[Prepared]] | list[Prepared]]] = deque()
+        in_flight: _InFlight = deque()
         for feed, messages in streams:
             for batch in _batches(messages, self.batch_size):
                 results[feed].messages += len(batch)
@@ -283,9 +288,7 @@ class Pipeline:
         while in_flight:
             self._store_oldest(in_flight, results)
 
-    def _store_oldest(self, in_flight: deque[tuple[str, list[tuple[str, SourceMessage]],
-                                                   Future[list[Prepared]] | list[Prepared]]],
-                      results: dict[str, IngestStats]) -> None:
+    def _store_oldest(self, in_flight: _InFlight, results: dict[str, IngestStats]) -> None:
         feed, todo, prepared = in_flight.popleft()
         self._store_prepared(feed, todo, prepared, results[feed])
 
