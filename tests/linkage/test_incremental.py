@@ -38,6 +38,7 @@ from unified_record.store.models import (
     ClientMemberRow,
     LinkagePairRow,
     LinkageRunRow,
+    LinkConstraintRow,
     LinkHistoryRow,
     ResourceRow,
 )
@@ -300,5 +301,18 @@ def test_copy_of_an_indexed_record_joins_its_client(database_url: str, tmp_path:
                 session.commit()
             assert outcome.decision == "joined" and outcome.client_id == index[some]
             assert outcome.best_candidate == some and outcome.best_probability is None
+
+            # ... unless a steward said it is not `some`: then it stands alone.
+            kept_apart = {**retired, "id": "retired-2"}
+            with pipeline.sessions() as session:
+                ResourceRepository(session, keyring, blind_index).put(
+                    kept_apart, source_feed="acute_adt", source_org=None,
+                    source_record_id="retired-2", index_values=index_values(kept_apart))
+                session.add(LinkConstraintRow(
+                    unique_id_l=min("retired-2", some), unique_id_r=max("retired-2", some),
+                    must_link=False, decision_id="00000000-0000-0000-0000-000000000000"))
+                outcome = match_new_record(session, model, keyring, blind_index, "retired-2")
+                session.commit()
+            assert outcome.decision == "new" and outcome.client_id != index[some]
         finally:
             pipeline.engine.dispose()

@@ -179,6 +179,18 @@ def test_merged_away_records_join_their_survivor() -> None:
     assert clusters["orphan"] == "orphan"
 
 
+def test_a_stewards_cannot_link_outranks_a_source_merge() -> None:
+    """A steward who unlinks a merged-away record from its survivor (cannot-link with every
+    other member) is not overruled by the merge: the record stands alone, and a record
+    merged into it still follows the chain to the survivor."""
+    clusters, _, _, _ = cluster_records(
+        ["a", "b", "old", "older"], [("a", "b", 1.0, 30.0)],
+        replaced_by={"old": "b", "older": "old"},
+        cannot_link=[("a", "old"), ("b", "old"), ("old", "older")])
+    assert clusters["a"] == clusters["b"] == clusters["older"] == "a"
+    assert clusters["old"] == "old"
+
+
 # -- a full run on the committed sample -------------------------------------------------------
 
 

@@ -185,6 +185,29 @@ def test_unlink_takes_a_record_out_and_full_runs_keep_it_out(linked: Linked) -> 
     assert _rerun(linked) == after
 
 
+def test_unlink_outranks_a_source_merge(linked: Linked) -> None:
+    """A record the acute trust merged away (A40) can be unlinked from its survivor's client
+    by a steward, and full runs keep it out although the merge still stands at source."""
+    pipeline, keyring, blind_index, _ = linked
+    index = _clients(linked)
+    with pipeline.sessions() as session:
+        repo = ResourceRepository(session, keyring, blind_index)
+        retired = next(uid for uid in sorted(index)
+                       if (body := repo.get("Patient", uid)) is not None
+                       and body.get("active") is False
+                       and any(link.get("type") == "replaced-by"
+                               for link in body.get("link", [])))
+    assert Counter(index.values())[index[retired]] >= 2, "it follows its survivor"
+    with pipeline.sessions() as session:
+        outcome = decide(session, keyring, blind_index, "unlink", retired,
+                         decided_by="steward-2", reason="Merged in error at the trust")
+        session.commit()
+    after = _clients(linked)
+    assert [uid for uid, c in after.items() if c == after[retired]] == [retired]
+    assert outcome.clients[retired] == after[retired]
+    assert _rerun(linked) == after
+
+
 def test_contradictions_and_bad_requests_are_refused(linked: Linked) -> None:
     pipeline, keyring, blind_index, _ = linked
     _, members = _client_with_two_halves(linked)

@@ -566,12 +566,14 @@ def match_new_record(
     if isinstance(survivor, str):
         member = session.get(ClientMemberRow, survivor)
         client_id = _active_client(session, member.client_id) if member is not None else None
+        if client_id in _clients_holding(session, cannot):
+            client_id = None  # a steward kept them apart: that outranks the source's merge
         followed: Decision = "joined" if client_id is not None else "new"
-        if client_id is None:  # the survivor is not in the index: alone, as in a full run
+        if client_id is None:  # survivor not indexed, or kept apart: alone, as in a full run
             client_id = _create_client(session, run_id)
         _add_member(session, patient_id, client_id, run_id, None, None, model.model_version,
                     f"incremental: follows its survivor {survivor}" if followed == "joined"
-                    else "incremental: new client (survivor not in the index)")
+                    else "incremental: new client (survivor not in the index or kept apart)")
         session.flush()
         return done(MatchOutcome(patient_id, followed, client_id, survivor, None, None, 0, 0,
                                  little, run_id, index_run_id, timings))

@@ -441,12 +441,13 @@ def cluster_records(
     In order: a merged-away record (`replaced_by`) joins its survivor's cluster, following
     chains, when the survivor is among `ids` (the source system merged them); then the
     stewards' `must_link` pairs; then the scored pairs, best first. No union ever puts two
-    `cannot_link` records in one cluster. A scored pair links only if it reaches the
-    threshold and neither record has too little to match on; a pair kept apart only by a
-    cannot-link was decided, so it is neither a link nor left for review; every other pair
-    counts for review. A record's score is its best applied link (probability, weight).
-    Labels are the smallest member id; the pairs are sorted first, so the result does not
-    depend on their order.
+    `cannot_link` records in one cluster, not even a source merge: a steward's unlink or
+    not-a-match is the last word on the index (the merge stays in the source record). A
+    scored pair links only if it reaches the threshold and neither record has too little to
+    match on; a pair kept apart only by a cannot-link was decided, so it is neither a link
+    nor left for review; every other pair counts for review. A record's score is its best
+    applied link (probability, weight). Labels are the smallest member id; the pairs are
+    sorted first, so the result does not depend on their order.
     """
     components = _Components(sorted(ids))
     known = components.parent
@@ -461,7 +462,8 @@ def cluster_records(
         while survivor in replaced and survivor not in seen:  # follow chains of merges
             seen.add(survivor)
             survivor = replaced[survivor]
-        if survivor in known and survivor not in seen:
+        if survivor in known and survivor not in seen \
+                and components.may_union(uid, survivor):
             components.union(uid, survivor)
     for a, b in sorted(must_link):
         if a in known and b in known and components.may_union(a, b):
