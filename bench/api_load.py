@@ -56,9 +56,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import sqlalchemy as sa
@@ -178,13 +179,15 @@ class Server:
             self.process.wait()
 
 
-def token(base: str, client_id: str, key: ECKey) -> str:
+def token(base: str, client_id: str, key: ECKey, post: Callable[..., Any] = httpx2.post
+          ) -> str:
+    """A SMART Backend Services token; `post` sends the form (an in-process client's too)."""
     token_url = f"{base}/oauth/token"
     signed = jwt.encode(
         {"alg": "ES384", "kid": key.kid, "typ": "JWT"},
         {"iss": client_id, "sub": client_id, "aud": token_url,
          "exp": int(time.time()) + 240, "jti": uuid.uuid4().hex}, key, algorithms=["ES384"])
-    response = httpx2.post(token_url, data={
+    response = post(token_url, data={
         "grant_type": "client_credentials", "scope": "system/*.rs",
         "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}, timeout=30)
     response.raise_for_status()

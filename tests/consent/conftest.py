@@ -74,7 +74,8 @@ def world(engine: Engine, keyring: KeyRing, blind_index: BlindIndex) -> None:
                       "subject": {"reference": f"Patient/{subject}"},
                       "note": [{"text": "free text"}]},
                      source_feed="feed", source_org=org, source_record_id=rid,
-                     security_labels=labels)
+                     security_labels=labels,
+                     index_values=[("patient", f"Patient/{subject}")])
         session.add_all([
             ClientRow(id=C1, status="active", replaced_by=None, created_run=1, updated_run=1),
             ClientRow(id=C2, status="active", replaced_by=None, created_run=1, updated_run=1),

@@ -12,7 +12,10 @@ from sqlalchemy.orm import Session
 
 from unified_record.audit import AuditSigner, AuditWriteError, verify_audit_log
 from unified_record.consent import AccessContext, AccessRefused, EnforcementPoint
+from unified_record.consent.enforcement import expect_record_facts
+from unified_record.consent.notice import record_withholds
 from unified_record.store import ResourceRepository
+from unified_record.store.membership import Membership
 
 DOC = AccessContext(caller("nhs_clinician"), "TREAT", "192.0.2.10")
 SW = AccessContext(caller("social_worker", org="E08000035"), "TREAT", "192.0.2.11")
@@ -226,3 +229,37 @@ def test_what_is_on_record_is_read_once_per_transaction(
     point.set_opt_out(session, "officer-1", C1, True)
     session.commit()
     assert point.client_states(session, repo, [C1], datetime.now(UTC))[C1].opt_out
+
+
+def test_record_facts_read_with_the_states_are_those_read_alone(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+    """A search that will decide the withheld notice reads its clients' record facts in the
+    same query as their states: the same facts as the notice's own query finds, with no
+    further statement; and the notice follows them."""
+    expected = {C1: {("Patient", "RZ1", ""), ("Patient", "E08000035", ""),
+                     ("Condition", "RZ1", ""), ("Condition", "RZ1", "mental_health"),
+                     ("Condition", "RZ2", ""), ("Flag", "E08000035", "safeguarding")},
+                C2: {("Patient", "RZ1", ""), ("Condition", "RZ1", "")}}
+    assert point.record_facts(session, repo, [C1, C2]) == expected  # read alone
+    session.rollback()
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if str(args[2]) != "BEGIN":  # SQLite's, emitted by the engine
+            statements.append(str(args[2]))
+
+    engine = session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", count)
+    expect_record_facts(session)
+    membership = Membership.of(session)
+    membership.learn_members(C1, ["p-acute", "p-council"])
+    membership.learn_members(C2, ["p-two"])
+    point.client_states(session, repo, [C1, C2], datetime.now(UTC))
+    read = list(statements)  # and, as C_OLD was merged into C1, what is on record for it
+    assert "national_opt_out" in read[0] and "'fact'" in read[0]
+    assert point.record_facts(session, repo, [C1, C2]) == expected
+    assert record_withholds(point, session, repo, SW, [C1])  # safeguarding and mental health
+    assert not record_withholds(point, session, repo, SW, [C2])
+    assert statements == read
+    sa.event.remove(engine, "before_cursor_execute", count)

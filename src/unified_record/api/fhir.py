@@ -19,6 +19,7 @@ from unified_record.api.auth import CallerDep, check_scope
 from unified_record.api.errors import FHIRError
 from unified_record.api.guard import Guard, refusals
 from unified_record.api.responses import FHIR_JSON, FHIRResponse
+from unified_record.consent.enforcement import expect_record_facts
 from unified_record.consent.notice import record_withholds
 from unified_record.consent.records import ConsentError
 from unified_record.ingest import Pipeline
@@ -321,6 +322,7 @@ def search(resource_type: TypeDep, request: Request, caller: CallerDep) -> FHIRR
     guard = Guard.of(request, caller)
     settings = request.app.state.settings
     with _uow(request) as uow:
+        expect_record_facts(uow.session)  # for the withheld notice, read with the states
         try:
             matches = find(uow.session, uow.resources, uow.blind_index, query,
                            settings.client_id_system, guard.visible(uow))
@@ -346,8 +348,7 @@ def _record_notice(uow: UnitOfWork, guard: Guard, query: SearchRequest,
     references = {str(f.resource.get("id")) if f.resource.get("resourceType") == "Patient"
                   else _subject_id(f.resource) for f in shown} - {""}
     clients |= set(guard.point.clients_of(uow.session, references).values())
-    return record_withholds(guard.point, uow.session, uow.resources, uow.blind_index,
-                            guard.ctx, clients)
+    return record_withholds(guard.point, uow.session, uow.resources, guard.ctx, clients)
 
 
 def _subject_id(body: dict[str, Any]) -> str:

@@ -102,6 +102,7 @@ __all__ = [
     "AccessRefused",
     "EnforcementPoint",
     "ReadResult",
+    "expect_record_facts",
     "merged_client_ids",
 ]
 
@@ -128,6 +129,8 @@ class Memo:
     it was read in."""
 
     states: dict[str, ClientState] = field(default_factory=dict)
+    facts: dict[str, set[RecordFact]] = field(default_factory=dict)  # see `record_facts`
+    facts_wanted: bool = False  # read them with the states (`expect_record_facts`)
 
     @staticmethod
     def forget(session: Session) -> None:
@@ -139,7 +142,15 @@ class Memo:
         return transaction_memo(session, _MEMO, Memo)
 
 
+def expect_record_facts(session: Session) -> None:
+    """This transaction will ask for `record_facts` (a search's withheld notice): read them
+    in the same round trip as each client's state, for the clients whose members it has
+    read by then."""
+    Memo.of(session).facts_wanted = True
+
+
 _MEMO = "unified_record.consent.memo"
+RecordFact = tuple[str, str | None, str]  # (resource type, source organisation, labels)
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -379,8 +390,13 @@ class EnforcementPoint:
                        wanted: Sequence[str], now: datetime) -> dict[str, ClientState]:
         on_record: set[str] = set()
         merged: set[str] = set()
+        memo = Memo.of(session)
+        members = Membership.of(session).members if memo.facts_wanted else {}
         for start in range(0, len(wanted), 500):
-            kinds = self._on_record(session, repository, wanted[start:start + 500], now)
+            chunk = wanted[start:start + 500]
+            kinds = self._on_record(session, repository, chunk, now,
+                                    {c: members[c] for c in chunk if c in members},
+                                    memo.facts)
             on_record |= kinds["record"]
             merged |= kinds["merged"]
         if merged:
@@ -389,20 +405,61 @@ class EnforcementPoint:
                     else ClientState()) for c in wanted}
 
     def _on_record(self, session: Session, repository: ResourceRepository,
-                   client_ids: Sequence[str], now: datetime) -> dict[str, set[str]]:
+                   client_ids: Sequence[str], now: datetime,
+                   members: Mapping[str, frozenset[str]] | None = None,
+                   facts: dict[str, set[RecordFact]] | None = None) -> dict[str, set[str]]:
         """In one query: which of these clients have a Consent, an opt-out or a live
         break-glass grant under their own id ("record"), and which absorbed another
-        client in a merge ("merged")."""
+        client in a merge ("merged"). With `members` (client -> its source Patients), the
+        same round trip reads those clients' `record_facts` into `facts`."""
         digests = {repository.digest("patient", c): c for c in client_ids}
-        rows = session.execute(_ON_RECORD, {"digests": sorted(digests),
-                                            "clients": list(client_ids), "now": now})
+        values: dict[str, Any] = {"digests": sorted(digests), "clients": list(client_ids),
+                                  "now": now}
+        owner: dict[str, str] = {}
+        if members and facts is not None:
+            owner, uids, keys = _record_keys(repository, members)
+            values.update(fact_digests=keys, uids=uids)
+            for client_id in members:
+                facts[client_id] = set()
+        rows = session.execute(_ON_RECORD_AND_FACTS if owner else _ON_RECORD, values)
         found: dict[str, set[str]] = {"record": set(), "merged": set()}
-        for kind, key in rows:
+        for kind, key, *fact in rows:
             if kind == "consent":
                 found["record"].add(digests[key])
+            elif kind == "fact" and facts is not None:
+                facts[owner[key]].add((fact[0], fact[1], fact[2] or ""))
             else:
                 found["merged" if kind == "merged" else "record"].add(str(key))
         return found
+
+    def record_facts(self, session: Session, repository: ResourceRepository,
+                     client_ids: Iterable[str]) -> dict[str, set[RecordFact]]:
+        """The distinct (type, source organisation, stored labels) of everything in each
+        client's record: its source Patients and every live resource that refers to one.
+        All a decision needs, with no decryption (the withheld notice, `consent.notice`).
+        Read with the client's state where the transaction asked for that first
+        (`expect_record_facts`); else in one query (two if the members are not known)."""
+        memo = Memo.of(session).facts
+        asked = set(client_ids)
+        unread = sorted(asked - memo.keys())
+        if unread:
+            known = Membership.of(session).members
+            members: dict[str, set[str]] = {c: set(known[c]) for c in unread if c in known}
+            missing = [c for c in unread if c not in known]
+            if missing:
+                for uid, client_id in session.execute(
+                        sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id)
+                        .where(ClientMemberRow.client_id.in_(missing))):
+                    members.setdefault(client_id, set()).add(uid)
+            for client_id in unread:
+                memo[client_id] = set()
+            owner, uids, keys = _record_keys(repository, members)
+            for start in range(0, max(len(uids), len(keys)), 1000):
+                for key, rtype, source_org, labels in session.execute(
+                        _FACTS, {"fact_digests": keys[start:start + 1000],
+                                 "uids": uids[start:start + 1000]}):
+                    memo[owner[key]].add((rtype, source_org, labels or ""))
+        return {c: memo[c] for c in asked}
 
     def _merged_on_record(self, session: Session, repository: ResourceRepository,
                           survivors: Sequence[str], now: datetime) -> set[str]:
@@ -595,21 +652,68 @@ class EnforcementPoint:
 
 # What is on record for clients, in one statement built once (`_on_record`): Consents
 # indexed under the client (by the blind index of the reference), an opt-out, a live
-# break-glass grant, and clients merged into it.
+# break-glass grant, and clients merged into it. Rows: (kind, key, *extra).
 _CLIENTS: sa.BindParameter[Any] = sa.bindparam("clients", expanding=True)
 _NOW: sa.BindParameter[Any] = sa.bindparam("now")
-_ON_RECORD: sa.CompoundSelect[Any] = sa.union_all(
-    sa.select(sa.literal_column("'consent'").label("kind"),
-              SearchIndexRow.value_hash.label("key"))
-    .where(SearchIndexRow.resource_type == "Consent", SearchIndexRow.param == "patient",
-           SearchIndexRow.value_hash.in_(sa.bindparam("digests", expanding=True))),
-    sa.select(sa.literal_column("'opt-out'"), OptOutRow.client_id)
-    .where(OptOutRow.client_id.in_(_CLIENTS)),
-    sa.select(sa.literal_column("'grant'"), BreakGlassGrantRow.client_id)
-    .where(BreakGlassGrantRow.client_id.in_(_CLIENTS), BreakGlassGrantRow.expires_at > _NOW,
-           BreakGlassGrantRow.granted_at <= _NOW),
-    sa.select(sa.literal_column("'merged'"), ClientRow.replaced_by)
-    .where(ClientRow.replaced_by.in_(_CLIENTS)))
+
+
+def _on_record_parts(*extra: Any) -> list[sa.Select[Any]]:
+    return [
+        sa.select(sa.literal_column("'consent'").label("kind"),
+                  SearchIndexRow.value_hash.label("key"), *extra)
+        .where(SearchIndexRow.resource_type == "Consent", SearchIndexRow.param == "patient",
+               SearchIndexRow.value_hash.in_(sa.bindparam("digests", expanding=True))),
+        sa.select(sa.literal_column("'opt-out'"), OptOutRow.client_id, *extra)
+        .where(OptOutRow.client_id.in_(_CLIENTS)),
+        sa.select(sa.literal_column("'grant'"), BreakGlassGrantRow.client_id, *extra)
+        .where(BreakGlassGrantRow.client_id.in_(_CLIENTS), BreakGlassGrantRow.expires_at > _NOW,
+               BreakGlassGrantRow.granted_at <= _NOW),
+        sa.select(sa.literal_column("'merged'"), ClientRow.replaced_by, *extra)
+        .where(ClientRow.replaced_by.in_(_CLIENTS))]
+
+
+# The record facts (`record_facts`): (source Patient id or the hash of a reference to it,
+# type, source organisation, labels), distinct: every live resource that refers to one of
+# the source Patients, and the source Patients themselves.
+def _fact_parts(*kind: Any) -> list[sa.Select[Any]]:
+    return [
+        sa.select(*kind, SearchIndexRow.value_hash, ResourceRow.resource_type,
+                  ResourceRow.source_org, ResourceRow.security_labels)
+        .join(ResourceRow, sa.and_(ResourceRow.resource_type == SearchIndexRow.resource_type,
+                                   ResourceRow.id == SearchIndexRow.resource_id))
+        .where(SearchIndexRow.param == "patient",
+               SearchIndexRow.value_hash.in_(sa.bindparam("fact_digests", expanding=True)),
+               ResourceRow.deleted.is_(False))
+        .distinct(),
+        sa.select(*kind, ResourceRow.id, ResourceRow.resource_type, ResourceRow.source_org,
+                  ResourceRow.security_labels)
+        .where(ResourceRow.resource_type == "Patient",
+               ResourceRow.id.in_(sa.bindparam("uids", expanding=True)),
+               ResourceRow.deleted.is_(False))]
+
+
+_ON_RECORD: sa.CompoundSelect[Any] = sa.union_all(*_on_record_parts())
+_FACTS: sa.CompoundSelect[Any] = sa.union(*_fact_parts())
+# Both in one round trip, for a search that will decide the withheld notice.
+_ON_RECORD_AND_FACTS: sa.CompoundSelect[Any] = sa.union_all(
+    *_on_record_parts(sa.null(), sa.null(), sa.null()),
+    *_fact_parts(sa.literal_column("'fact'")))
+
+
+def _record_keys(repository: ResourceRepository, members: Mapping[str, Iterable[str]]
+                 ) -> tuple[dict[str, str], list[str], list[str]]:
+    """For the facts query: (each source Patient id and the blind-index hash of a reference
+    to it -> its client, the ids, the hashes)."""
+    owner: dict[str, str] = {}
+    uids: list[str] = []
+    keys: list[str] = []
+    for client_id, records in members.items():
+        for uid in records:
+            key = repository.digest("patient", f"Patient/{uid}")
+            owner[uid] = owner[key] = client_id
+            uids.append(uid)
+            keys.append(key)
+    return owner, sorted(uids), sorted(keys)
 
 
 def _patient_id(body: Mapping[str, Any]) -> str | None:
