@@ -47,3 +47,18 @@ def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
         requests, errors = int(row[1].replace(",", "")), row[7].strip()
         assert requests > 0 and errors == "0", row  # else "N (what they were)"
     assert "50 concurrent" not in done.stdout and "3 concurrent users" in done.stdout
+
+
+def test_the_in_process_bench_pairs_each_request_with_consent_on_and_off(
+        population: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "api_inprocess.py"), "--pairs", "20",
+         "--sample", "20"], env=population, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in done.stdout.splitlines() if line.startswith(("| search", "| $every"))}
+    assert set(rows) == {"search", "$everything"}
+    for cells in rows.values():
+        on, off = (float(cell.split("/")[0]) for cell in cells[:2])
+        assert on > 0 and off > 0 and float(cells[3]) > 0, cells
+    assert "20 pairs of requests per kind" in done.stdout
