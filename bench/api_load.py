@@ -151,7 +151,8 @@ class Server:
         else:  # the same app with consent and audit taken out (bench/serve_unguarded.py)
             command = [sys.executable, "-m", "uvicorn", "serve_unguarded:create_app",
                        "--factory", "--host", "127.0.0.1", "--port", str(self.port),
-                       "--workers", self.env["UR_WORKERS"], "--no-server-header"]
+                       "--workers", self.env["UR_WORKERS"], "--no-server-header",
+                       "--timeout-keep-alive", "65"]  # as `serve` (UR_KEEP_ALIVE_SECONDS)
             env = {**self.env, "PYTHONPATH": str(REPO / "bench")}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                         stderr=output, start_new_session=True)

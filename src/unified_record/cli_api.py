@@ -184,7 +184,8 @@ def serve() -> None:
     typer.echo(f"serving {base}/fhir (token endpoint {base}/oauth/token) "
                f"on {settings.host}:{settings.port} with {settings.workers} worker(s)")
     uvicorn.run("unified_record.api:create_app", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, server_header=False)
+                port=settings.port, workers=settings.workers, server_header=False,
+                timeout_keep_alive=settings.keep_alive_seconds)
 
 
 DEMO_SCOPES = "system/*.rs"
@@ -226,7 +227,8 @@ def serve_demo(settings: Settings, *, block: bool = True) -> str:
 
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host,
                                            port=settings.port, log_level="warning",
-                                           server_header=False))
+                                           server_header=False,
+                                           timeout_keep_alive=settings.keep_alive_seconds))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # Seconds an idle keep-alive connection stays open. Longer than clients and proxies keep
+    # theirs (httpx: 5 s, load balancers: often 60 s): if the server closed first, a request
+    # sent as it closes would meet a dropped connection (uvicorn's default, 5 s, equals
+    # httpx's and did, about once in 10,000 requests under load).
+    keep_alive_seconds: int = Field(default=65, ge=1, le=3600)
     # The address partners use to reach the service (https in production). The built-in
     # token issuer is this URL, tokens are for `<it>/fhir`, client assertions are for
     # `<it>/oauth/token`. Empty in development means http://host:port.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_serve_command_with_two_workers(env: Path, tmp_path: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     environment = {**os.environ, "UR_HOST": "127.0.0.1", "UR_PORT": str(port),
-                   "UR_WORKERS": "2"}
+                   "UR_WORKERS": "2", "UR_KEEP_ALIVE_SECONDS": "1"}
     environment.pop("UR_PUBLIC_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "unified_record", "serve"],
                                env=environment, stdout=subprocess.PIPE,
@@ -118,6 +119,9 @@ def test_serve_command_with_two_workers(env: Path, tmp_path: Path) -> None:
                 again = http.post("/oauth/token", data=token_form(signed, "system/Patient.rs"))
                 assert again.status_code == 400
             assert http.get("/oauth/jwks").json()["keys"][0]["alg"] == "ES256"
+        # An idle keep-alive connection is closed after UR_KEEP_ALIVE_SECONDS (uvicorn's
+        # own default is 5 s).
+        assert _idle_connection_lasts(port) < 3
     finally:
         process.terminate()
         try:
@@ -127,3 +131,21 @@ def test_serve_command_with_two_workers(env: Path, tmp_path: Path) -> None:
             out, err = process.communicate()
     assert f"serving {base}/fhir" in out
     assert "Traceback" not in err
+
+
+def _idle_connection_lasts(port: int) -> float:
+    """Seconds from a keep-alive response to the server closing the idle connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        found = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        assert found, head
+        length = int(found.group(1))
+        while len(body) < length:
+            body += conn.recv(65536)
+        idle = time.monotonic()
+        assert conn.recv(1) == b"", "the server answered nothing more and then closed"
+        return time.monotonic() - idle
