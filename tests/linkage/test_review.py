@@ -172,17 +172,24 @@ def test_not_a_match_splits_a_client_and_full_runs_keep_it_split(linked: Linked)
 
 
 def test_unlink_takes_a_record_out_and_full_runs_keep_it_out(linked: Linked) -> None:
-    pipeline, keyring, blind_index, _ = linked
     _, members = _client_with_two_halves(linked)
     record = members[-1]
+    outcome = _unlink_alone(linked, record, "Wrong person merged at the GP")
+    assert outcome.constraints == len(members) - 1
+
+
+def _unlink_alone(linked: Linked, record: str, reason: str) -> Any:
+    """Unlink `record`; it must stand alone now and after a full re-run."""
+    pipeline, keyring, blind_index, _ = linked
     with pipeline.sessions() as session:
         outcome = decide(session, keyring, blind_index, "unlink", record,
-                         decided_by="steward-2", reason="Wrong person merged at the GP")
+                         decided_by="steward-2", reason=reason)
         session.commit()
     after = _clients(linked)
     assert [uid for uid, c in after.items() if c == after[record]] == [record]
-    assert outcome.constraints == len(members) - 1
+    assert outcome.clients[record] == after[record]
     assert _rerun(linked) == after
+    return outcome
 
 
 def test_unlink_outranks_a_source_merge(linked: Linked) -> None:
@@ -198,14 +205,7 @@ def test_unlink_outranks_a_source_merge(linked: Linked) -> None:
                        and any(link.get("type") == "replaced-by"
                                for link in body.get("link", [])))
     assert Counter(index.values())[index[retired]] >= 2, "it follows its survivor"
-    with pipeline.sessions() as session:
-        outcome = decide(session, keyring, blind_index, "unlink", retired,
-                         decided_by="steward-2", reason="Merged in error at the trust")
-        session.commit()
-    after = _clients(linked)
-    assert [uid for uid, c in after.items() if c == after[retired]] == [retired]
-    assert outcome.clients[retired] == after[retired]
-    assert _rerun(linked) == after
+    _unlink_alone(linked, retired, "Merged in error at the trust")
 
 
 def test_contradictions_and_bad_requests_are_refused(linked: Linked) -> None:
