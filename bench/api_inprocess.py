@@ -29,33 +29,16 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from api_load import NHS, register_client, say, token
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from serve_unguarded import PermitAll
+from serve_unguarded import consent_off
 
 from unified_record.api import create_app
-from unified_record.api import fhir as fhir_routes
 
 BASE = "http://testserver"
-
-
-@contextmanager
-def consent_off(app: FastAPI) -> Iterator[None]:
-    """The app with the enforcement point swapped for PermitAll and no withheld notice,
-    as bench/serve_unguarded.py serves it; put back afterwards."""
-    guarded, notice = app.state.enforcement, fhir_routes.record_withholds
-    app.state.enforcement = PermitAll(guarded.policy, guarded.audit, guarded._cipher)
-    fhir_routes.record_withholds = lambda *_, **__: False  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        app.state.enforcement, fhir_routes.record_withholds = guarded, notice
 
 
 def timed(http: TestClient, urls: list[str]) -> list[float]:

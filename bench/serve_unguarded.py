@@ -8,7 +8,8 @@ service itself has no switch that turns consent or auditing off.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,9 +50,30 @@ class PermitAll(EnforcementPoint):
         return None
 
 
+def take_out_consent(app: FastAPI) -> Callable[[], None]:
+    """Swap `app`'s enforcement point for PermitAll and drop the withheld notice; return
+    the function that puts them back."""
+    guarded: EnforcementPoint = app.state.enforcement
+    notice = fhir_routes.record_withholds
+    app.state.enforcement = PermitAll(guarded.policy, guarded.audit, guarded._cipher)
+    fhir_routes.record_withholds = lambda *_, **__: False  # type: ignore[assignment]
+
+    def put_back() -> None:
+        app.state.enforcement, fhir_routes.record_withholds = guarded, notice
+    return put_back
+
+
+@contextmanager
+def consent_off(app: FastAPI) -> Iterator[None]:
+    """`take_out_consent` for one block (bench/api_inprocess.py switches per request)."""
+    put_back = take_out_consent(app)
+    try:
+        yield
+    finally:
+        put_back()
+
+
 def create_app() -> FastAPI:
     app = create_guarded_app()
-    guarded: EnforcementPoint = app.state.enforcement
-    app.state.enforcement = PermitAll(guarded.policy, guarded.audit, guarded._cipher)
-    fhir_routes.record_withholds = lambda *_, **__: False  # type: ignore[attr-defined]
+    take_out_consent(app)  # for the server's whole life
     return app

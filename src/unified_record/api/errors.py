@@ -23,6 +23,7 @@ from unified_record.api.responses import outcome_response
 from unified_record.audit.log import AuditWriteError
 
 __all__ = [
+    "AUDIT_NOT_WRITTEN",
     "REALM",
     "AuthenticationError",
     "FHIRError",
@@ -33,6 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REALM = "unified-record"
+AUDIT_NOT_WRITTEN = "the audit log could not be written; no data is returned"
 
 # HTTP status -> FHIR issue type, for errors raised by the framework itself.
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
@@ -101,8 +103,7 @@ async def _audit_unwritable(request: Request, _exc: AuditWriteError) -> Response
                  request.url.path)
     if not is_fhir_path(request):
         return JSONResponse({"error": "server_error"}, status_code=500)
-    return outcome_response(500, "exception", "the audit log could not be written; no data "
-                            "is returned")
+    return outcome_response(500, "exception", AUDIT_NOT_WRITTEN)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

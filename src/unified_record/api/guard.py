@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
-from unified_record.api.errors import FHIRError
+from unified_record.api.errors import AUDIT_NOT_WRITTEN, FHIRError
 from unified_record.audit.log import AuditWriteError
 from unified_record.consent.enforcement import AccessContext, AccessRefused, EnforcementPoint
 from unified_record.records.search import Found, SearchRequest, Visible, included
@@ -39,8 +39,7 @@ def refusals() -> Iterator[None]:
         raise FHIRError(403, "forbidden", "this purpose of use is not allowed for the "
                         "caller's role") from None
     except AuditWriteError:
-        raise FHIRError(500, "exception", "the audit log could not be written; no data is "
-                        "returned") from None
+        raise FHIRError(500, "exception", AUDIT_NOT_WRITTEN) from None
 
 
 @dataclass

@@ -454,7 +454,7 @@ class EnforcementPoint:
             for client_id in unread:
                 memo[client_id] = set()
             owner, uids, keys = _record_keys(repository, members)
-            for start in range(0, max(len(uids), len(keys)), 1000):
+            for start in range(0, len(uids), 1000):  # one hash per id: as many of each
                 for key, rtype, source_org, labels in session.execute(
                         _FACTS, {"fact_digests": keys[start:start + 1000],
                                  "uids": uids[start:start + 1000]}):
