@@ -42,6 +42,39 @@ def test_entries_are_written_by_the_readers_commit(log: AuditLog, engine: Engine
     _valid(engine, signer, 2)
 
 
+def test_the_chain_head_is_not_held_while_the_reader_commits(
+        log: AuditLog, engine: Engine, signer: AuditSigner) -> None:
+    """On PostgreSQL the appends and the COMMIT go in one pipeline: by the time
+    SQLAlchemy commits, the server has committed them and let go of the head, so a request
+    whose thread then waits for the GIL holds up no other request's append."""
+    seen: list[tuple[int, bool]] = []
+
+    def from_elsewhere(_conn: object) -> None:
+        with engine.connect() as other:
+            entries = other.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar_one()
+            free = True
+            if _postgres(engine):
+                try:
+                    other.execute(sa.text("SELECT seq FROM audit_chain_head WHERE id = 1 "
+                                          "FOR UPDATE NOWAIT"))
+                except sa.exc.OperationalError:  # LockNotAvailable
+                    free = False
+                other.rollback()
+            seen.append((entries, free))
+
+    with Session(engine) as session:
+        session.execute(sa.text("SELECT 1"))
+        log.append_at_commit(session, [event(1), event(2), event(3), event(4)])
+        sa.event.listen(engine, "commit", from_elsewhere)
+        try:
+            session.commit()
+        finally:
+            sa.event.remove(engine, "commit", from_elsewhere)
+    assert seen[-1] == (4, True)
+    report = verify_audit_log(engine, {signer.key_id: signer.public_key})
+    assert report.ok and report.checkpoints == 1, report.summary()  # entry 4: signed after
+
+
 def test_entries_of_a_transaction_that_rolls_back_are_written_on_their_own(
         log: AuditLog, engine: Engine, signer: AuditSigner) -> None:
     with Session(engine) as session:

@@ -12,7 +12,11 @@ so a chain rewritten with fresh hashes still fails verification (`audit.verify`)
 Appends never fork the chain: the appending transaction starts by locking the single
 `audit_chain_head` row (on PostgreSQL one statement locks it, advances it and inserts the
 entry, hashed in SQL exactly as `chain_hash` does; on SQLite ``UPDATE ... RETURNING`` takes
-the database write lock), so the next append waits and then sees this one.
+the database write lock), so the next append waits and then sees this one. A request's
+entries written with its own COMMIT (`append_at_commit`) go to PostgreSQL in one pipeline
+with that COMMIT, so the head is locked only while the server runs the two, never while the
+request's thread waits for Python's GIL between them (under load that wait held every other
+request's append for tens of milliseconds).
 `AuditLog` is the only writer and exposes appends and reads only; the migration's triggers
 refuse UPDATE and DELETE of entries and checkpoints for everyone else.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import queue
 import threading
 import time
@@ -31,8 +36,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
@@ -54,6 +61,8 @@ __all__ = [
     "chain_hash",
     "checkpoint_message",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SQLITE_RETRIES = 10
 _MAX_BATCH = 200  # requests' appends written in one transaction at most
@@ -139,8 +148,9 @@ class AuditLog:
         For a read whose answer is sent only after its transaction commits (the API's): the
         entries go in with that COMMIT, so a failed append makes the commit fail and nothing
         is returned, and the request pays no second transaction, no second COMMIT and no
-        hand-over to the writer thread. The chain head is locked only from the append, just
-        before COMMIT, to its end. If the transaction ends without committing (an error
+        hand-over to the writer thread. The appends and the COMMIT are sent in one pipeline
+        (`_commit_with_entries`), so the chain head is locked only while the server runs
+        them. If the transaction ends without committing (an error
         after the decision), the entries are written on their own as it ends, as
         `append_many` would, so an access is never left unaudited. On SQLite (whose read
         transactions cannot become the writer once another has written) and in a session of
@@ -288,11 +298,7 @@ class AuditLog:
     # -- internals ---------------------------------------------------------------------------
 
     def _append(self, conn: Connection, event: dict[str, Any], canonical: bytes) -> AuditRecord:
-        client_id, recorded, decision, break_glass = derive_columns(event)
-        recorded_at = datetime.fromisoformat(recorded)
-        row = {"event_id": str(event["id"]), "recorded": recorded_at, "client_id": client_id,
-               "decision": decision, "break_glass": break_glass,
-               "event": canonical.decode("utf-8")}
+        row = _entry_row(event, canonical)
         if conn.dialect.name == "postgresql":  # one round trip (see _PG_APPEND)
             seq, entry_hash = conn.execute(_PG_APPEND, row).one()
             seq = int(seq)
@@ -305,8 +311,37 @@ class AuditLog:
                          .values(entry_hash=entry_hash))
         if seq % self._every == 0:
             self._sign(conn, seq, entry_hash)
-        return AuditRecord(seq, str(event["id"]), recorded_at, client_id, decision, break_glass,
-                           event, entry_hash)
+        return _appended(row, event, seq, entry_hash)
+
+    def _commit_with_entries(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+        """PostgreSQL: send `events`' appends and the COMMIT of `conn`'s transaction in one
+        pipeline, then read what came back. The COMMIT is skipped if an append fails
+        (AuditWriteError); SQLAlchemy's own COMMIT that follows finds nothing left to do.
+        A checkpoint falling on one of them is signed just after, in a short transaction
+        of its own: it covers entries already committed, so it can be added at any time, and
+        if it cannot be the next one covers them too."""
+        driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        rows = [_entry_row(event, canonical_json(event)) for event in events]
+        try:
+            with driver.pipeline():
+                cursors = [driver.cursor() for _ in rows]
+                for cursor, row in zip(cursors, rows, strict=True):
+                    cursor.execute(_PG_APPEND_DRIVER, row)
+                driver.commit()
+            heads = [cursor.fetchone() for cursor in cursors]
+        except Exception as exc:
+            raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
+        for head in heads:
+            if head is None:
+                raise AuditWriteError("audit log not written (no entry came back)")
+            seq, entry_hash = head
+            if seq % self._every == 0:
+                try:
+                    with self._engine.begin() as own:
+                        self._sign(own, seq, entry_hash)
+                except SQLAlchemyError as exc:  # the entries stand; a later checkpoint covers them
+                    logger.warning("audit checkpoint at entry %d not signed (%s)", seq,
+                                   type(exc).__name__)
 
     def _sign(self, conn: Connection, seq: int, entry_hash: str) -> None:
         signed_at = datetime.now(UTC)
@@ -323,9 +358,12 @@ _AT_COMMIT = "unified_record.audit.at_commit"
 @sa_event.listens_for(Session, "before_commit")
 def _append_at_commit(session: Session) -> None:
     pending: list[tuple[AuditLog, list[dict[str, Any]]]] = session.info.pop(_AT_COMMIT, [])
-    for log, events in pending:
-        for event in events:
-            log.append(event, session=session)  # AuditWriteError fails the commit
+    if not pending:
+        return
+    session.flush()  # the transaction's own writes first: the pipeline ends it
+    log = pending[0][0]  # one audit log per database (append_at_commit checks the URL)
+    log._commit_with_entries(session.connection(),  # AuditWriteError fails the commit
+                             [event for _, events in pending for event in events])
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -353,11 +391,28 @@ WITH head AS (
 )
 INSERT INTO audit_entry (seq, event_id, recorded, client_id, decision, break_glass, event,
                          prev_hash, entry_hash)
-SELECT seq, :event_id, :recorded, :client_id, :decision, :break_glass, :event, prev_hash,
-       entry_hash
-FROM moved
+VALUES ((SELECT seq FROM moved), :event_id, :recorded, :client_id, :decision, :break_glass,
+        :event, (SELECT prev_hash FROM moved), (SELECT entry_hash FROM moved))
 RETURNING seq, entry_hash
 """)
+# The same for the driver (psycopg's placeholders). Without a head row the seq is NULL and the
+# INSERT fails (seq is NOT NULL), so a pipelined COMMIT after it is skipped.
+_PG_APPEND_DRIVER = str(_PG_APPEND.compile(
+    dialect=postgresql_psycopg.dialect()))  # type: ignore[no-untyped-call]
+
+
+def _entry_row(event: dict[str, Any], canonical: bytes) -> dict[str, Any]:
+    """An entry's columns apart from its place in the chain."""
+    client_id, recorded, decision, break_glass = derive_columns(event)
+    return {"event_id": str(event["id"]), "recorded": datetime.fromisoformat(recorded),
+            "client_id": client_id, "decision": decision, "break_glass": break_glass,
+            "event": canonical.decode("utf-8")}
+
+
+def _appended(row: dict[str, Any], event: dict[str, Any], seq: int, entry_hash: str
+              ) -> AuditRecord:
+    return AuditRecord(seq, row["event_id"], row["recorded"], row["client_id"],
+                       row["decision"], row["break_glass"], event, entry_hash)
 
 
 def _lock_head(conn: Connection, *, advance: bool) -> tuple[int, str]:
