@@ -7,7 +7,7 @@
     unified-record ingest /tmp/apibench/ds100k
     unified-record link
     # then, as often as wanted (reuses that database; starts and stops the server itself)
-    .venv/bin/python bench/api_load.py --consent both       # issue 6 and issue 7 figures
+    .venv/bin/python bench/api_load.py --consent both --rounds 6   # issues 6 and 7
     .venv/bin/python bench/api_load.py --think-time 0       # closed loop: the ceiling
 
 Two scenarios, one after the other, each against a freshly started server after one
@@ -20,7 +20,10 @@ total is at least 1 (an NHS-number search that found nobody would be fast and wr
 Issue 7: with consent and audit on, within 20% of the figures without them; `--consent
 off` serves the same app with the consent engine, the withheld notice and the audit log
 taken out (bench/serve_unguarded.py, kept out of the package so that the service itself has
-no such switch).
+no such switch). This machine's speed drifts by up to twice within minutes, so one run of
+each mode after the other can favour either: `--rounds N` runs both servers side by side
+and moves the load between them in N alternating rounds (on, off, off, on, ...), each
+mode's figures pooled over its rounds.
 
 A client is a partner system's user: it sends a request, reads the answer, and waits a think
 time (uniform 0.5 to 1.5 s by default, as locust's `between(0.5, 1.5)`) before the next, so
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -69,6 +73,7 @@ from joserfc.jwk import ECKey
 REPO = Path(__file__).resolve().parents[1]
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+OFF = " (consent and audit off)"
 
 
 def say(text: str) -> None:
@@ -83,6 +88,15 @@ class Result:
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     client_cpu: float = 0.0
+
+    def merge(self, part: Result) -> None:
+        """Add a later part of the same measurement (another round)."""
+        self.seconds += part.seconds
+        self.latencies += part.latencies
+        self.client_cpu += part.client_cpu
+        for kind, count in part.error_kinds.items():
+            self.errors += count
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + count
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -282,6 +296,46 @@ def prime(base: str, headers: dict[str, str], urls: Sequence[str]) -> None:
             http.get(url)
 
 
+def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, str],
+            client_id: str, key: ECKey, args: argparse.Namespace) -> list[Result]:
+    """One scenario in each mode, each against its own freshly started server. With two
+    modes and several rounds, both servers run side by side and the load moves between
+    them (on, off, off, on, on, off, ...): a machine whose speed drifts during the run then
+    slows both modes alike, which one run after the other cannot promise."""
+    name = ("GET /fhir/Patient?identifier=…" if scenario == "search"
+            else "GET /fhir/Patient/{id}/$everything")
+    pooled = {consent: Result(name + ("" if consent else OFF), 0.0)
+              for consent in modes}
+    with contextlib.ExitStack() as stack:
+        servers = {consent: stack.enter_context(Server(env, args.workers, args.server_log,
+                                                       consent)) for consent in modes}
+        urls: dict[bool, list[str]] = {}
+        for consent, server in servers.items():
+            headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
+                       "Accept": "application/fhir+json"}
+            searches, everything = targets(server.base, headers, args.database_url,
+                                           args.sample, args.seed)
+            urls[consent] = searches if scenario == "search" else everything
+            prime(server.base, headers, urls[consent])
+        seconds = args.duration / rounds
+        for number in range(rounds):
+            order = list(modes) if number % 2 == 0 else list(reversed(modes))
+            for consent in order:
+                server, result = servers[consent], pooled[consent]
+                headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
+                           "Accept": "application/fhir+json"}  # tokens last 5 minutes
+                say(f"{result.name}: {len(urls[consent])} distinct requests, "
+                    f"{args.concurrency} users, think time {args.think_time:g} s, "
+                    f"{seconds:.0f} s after {args.warmup:.0f} s warm-up"
+                    + (f" (round {number + 1} of {rounds})" if rounds > 1 else "") + " ...")
+                part = asyncio.run(run_load(server.base, headers, urls[consent], result.name,
+                                            args.concurrency, seconds, args.warmup,
+                                            args.think_time))
+                result.merge(part)
+                say(f"  errors: {part.error_kinds or 'none'}")
+    return list(pooled.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("UR_DATABASE_URL", ""))
@@ -301,6 +355,9 @@ def main() -> None:
     parser.add_argument("--consent", choices=("on", "off", "both"), default="on",
                         help="off: the same app with the consent engine and audit log taken "
                              "out (bench/serve_unguarded.py), the baseline for issue 7")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --consent both: split each mode's duration into this many "
+                             "rounds, alternating between the two servers")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--server-log", type=Path, default=None,
                         help="append the server's standard error here")
@@ -319,33 +376,19 @@ def main() -> None:
     engine.dispose()
     say(f"store: {people:,} active clients, {resources:,} resources")
 
-    results: list[Result] = []
     scenarios = ["search", "everything"] if args.scenario == "both" else [args.scenario]
     modes = [True, False] if args.consent == "both" else [args.consent == "on"]
-    for consent in modes:
-        for scenario in scenarios:
-            with Server(env, args.workers, args.server_log, consent) as server:
-                headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
-                           "Accept": "application/fhir+json"}
-                searches, everything = targets(server.base, headers, args.database_url,
-                                               args.sample, args.seed)
-                urls = searches if scenario == "search" else everything
-                name = ("GET /fhir/Patient?identifier=…" if scenario == "search"
-                        else "GET /fhir/Patient/{id}/$everything")
-                name += "" if consent else " (consent and audit off)"
-                prime(server.base, headers, urls)
-                say(f"{name}: {len(urls)} distinct requests, {args.concurrency} users, "
-                    f"think time {args.think_time:g} s, {args.duration:.0f} s after "
-                    f"{args.warmup:.0f} s warm-up ...")
-                results.append(asyncio.run(run_load(
-                    server.base, headers, urls, name, args.concurrency, args.duration,
-                    args.warmup, args.think_time)))
-                say(f"  errors: {results[-1].error_kinds or 'none'}")
+    rounds = args.rounds if len(modes) == 2 else 1
+    results: list[Result] = []
+    for scenario in scenarios:
+        results += measure(scenario, modes, rounds, env, client_id, key, args)
+    results.sort(key=lambda result: result.name.endswith(OFF))  # consent on first
     think = (f"think time {args.think_time:g} s (uniform {0.5 * args.think_time:g}-"
              f"{1.5 * args.think_time:g} s)" if args.think_time else "no think time")
     print(f"\n{people:,} active clients, {resources:,} resources; serve with "
           f"{args.workers} workers; {args.concurrency} concurrent users, {think}; "
-          f"{args.duration:.0f} s each\n")
+          f"{args.duration:.0f} s each"
+          + (f", in {rounds} alternating rounds per mode" if rounds > 1 else "") + "\n")
     print("| request | requests | per second | p50 ms | p95 ms | p99 ms | max ms | errors "
           "| load generator CPU |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -35,8 +35,10 @@ def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "api_load.py"), "--concurrency", "3",
          "--duration", "2", "--warmup", "0.5", "--think-time", "0.05", "--sample", "20",
-         "--consent", "both"], env=population, capture_output=True, text=True, timeout=600)
+         "--consent", "both", "--rounds", "2"], env=population, capture_output=True,
+        text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "(round 2 of 2)" in done.stderr and "in 2 alternating rounds" in done.stdout
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
             if line.startswith("| GET")]
     names = [row[0].strip() for row in rows]
