@@ -36,7 +36,9 @@ same user model in one event loop, timed with `perf_counter` around the whole re
 Locust would add gevent and a second HTTP stack, and its percentiles are bucketed (rounded
 to 2 significant figures above 100 ms); here every latency is kept and the percentiles are
 exact. The generator shares the machine with the server: its CPU use is printed so a reader
-can tell whether the client, not the server, was the limit.
+can tell whether the client, not the server, was the limit. So is the CPU time the server
+and its PostgreSQL backends spent per request, which, unlike latency, does not depend on
+how busy the machine was.
 
 The bench client is registered with the role `partner_system`, scope `system/*.rs` and
 purpose of use TREAT (direct care), so every request passes the consent engine and writes
@@ -48,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -88,12 +91,14 @@ class Result:
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     client_cpu: float = 0.0
+    server_cpu: float = 0.0  # seconds: the server's processes and its database backends
 
     def merge(self, part: Result) -> None:
         """Add a later part of the same measurement (another round)."""
         self.seconds += part.seconds
         self.latencies += part.latencies
         self.client_cpu += part.client_cpu
+        self.server_cpu += part.server_cpu
         for kind, count in part.error_kinds.items():
             self.errors += count
             self.error_kinds[kind] = self.error_kinds.get(kind, 0) + count
@@ -114,7 +119,8 @@ class Result:
         return (f"| {self.name} | {done:,} | {done / self.seconds:,.1f} | "
                 f"{self.percentile(50):.1f} | {self.percentile(95):.1f} | "
                 f"{self.percentile(99):.1f} | {max(self.latencies, default=0) * 1000:.0f} | "
-                f"{self.errors}{self._kinds()} | {self.client_cpu / self.seconds * 100:.0f}% |")
+                f"{self.errors}{self._kinds()} | {self.client_cpu / self.seconds * 100:.0f}% | "
+                f"{self.server_cpu / max(done, 1) * 1000:.2f} |")
 
     def _kinds(self) -> str:
         """What the errors were (HTTP status or the client's exception), kept in the table."""
@@ -214,8 +220,8 @@ def token(base: str, client_id: str, key: ECKey, post: Callable[..., Any] = http
 
 
 async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name: str,
-                   concurrency: int, seconds: float, warmup: float, think: float = 0.0
-                   ) -> Result:
+                   concurrency: int, seconds: float, warmup: float, think: float = 0.0,
+                   server_cpu: Callable[[], float] = lambda: 0.0) -> Result:
     """`concurrency` users, each sending a request, reading the answer, then waiting a
     think time drawn uniformly from [0.5, 1.5] x `think` seconds (none when 0: closed loop,
     every user sends its next request at once)."""
@@ -247,17 +253,43 @@ async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name
 
         tasks = [asyncio.create_task(user(i)) for i in range(concurrency)]
         await asyncio.sleep(warmup)
-        cpu_before = _cpu()
+        cpu_before, server_before = _cpu(), server_cpu()
         measuring = True
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         measuring = False
         result.seconds = time.perf_counter() - started
         result.client_cpu = _cpu() - cpu_before
+        result.server_cpu = server_cpu() - server_before
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return result
+
+
+def server_cpu_seconds(server: Server, database_url: str) -> float:
+    """CPU seconds used so far by the server's processes (its session) and by the database
+    backends connected to the bench database: what one request costs the machine, wherever
+    it is spent. The other mode's server idles meanwhile, so its backends add nothing."""
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        backends = set(conn.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")).scalars())
+    engine.dispose()
+    assert server.process is not None
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        # fields[3] is the session id, fields[11] and [12] user and system time (ticks)
+        if int(fields[3]) == server.process.pid or int(entry.name) in backends:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu() -> float:
@@ -328,9 +360,10 @@ def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, st
                     f"{args.concurrency} users, think time {args.think_time:g} s, "
                     f"{seconds:.0f} s after {args.warmup:.0f} s warm-up"
                     + (f" (round {number + 1} of {rounds})" if rounds > 1 else "") + " ...")
-                part = asyncio.run(run_load(server.base, headers, urls[consent], result.name,
-                                            args.concurrency, seconds, args.warmup,
-                                            args.think_time))
+                part = asyncio.run(run_load(
+                    server.base, headers, urls[consent], result.name, args.concurrency,
+                    seconds, args.warmup, args.think_time,
+                    functools.partial(server_cpu_seconds, server, args.database_url)))
                 result.merge(part)
                 say(f"  errors: {part.error_kinds or 'none'}")
     return list(pooled.values())
@@ -390,8 +423,8 @@ def main() -> None:
           f"{args.duration:.0f} s each"
           + (f", in {rounds} alternating rounds per mode" if rounds > 1 else "") + "\n")
     print("| request | requests | per second | p50 ms | p95 ms | p99 ms | max ms | errors "
-          "| load generator CPU |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| load generator CPU | server CPU ms per request |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(result.row())
 

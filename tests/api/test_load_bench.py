@@ -48,6 +48,7 @@ def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
     for row in rows:
         requests, errors = int(row[1].replace(",", "")), row[7].strip()
         assert requests > 0 and errors == "0", row  # else "N (what they were)"
+        assert float(row[9]) > 0, row  # server CPU per request: the app and its backends
     assert "50 concurrent" not in done.stdout and "3 concurrent users" in done.stdout
 
 
