@@ -23,7 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy src
+	$(BIN)/mypy src bench
 
 sample: $(STAMP)
 	$(BIN)/unified-record generate --people 500 --seed 7 --out synthetic_data/sample

@@ -100,7 +100,7 @@ def main() -> None:
         modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.mode]
         for number in range(args.pairs):
             for kind, urls in kinds.items():
-                url, taken = rng.choice(urls), {}
+                url, taken = rng.choice(urls), dict[bool, float]()
                 for on in sorted(modes, key=lambda _: rng.random()):  # either first
                     if on:
                         [taken[on]] = timed(http, [url])
@@ -119,11 +119,11 @@ def main() -> None:
           "| added (median of the pairs' differences), ms | ratio of medians |")
     print("|---|---|---|---|---|")
     for kind in kinds:
-        on, off = times[kind, True] or [math.nan], times[kind, False] or [math.nan]
-        m_on, m_off = statistics.median(on), statistics.median(off)
+        with_, without = times[kind, True] or [math.nan], times[kind, False] or [math.nan]
+        m_on, m_off = statistics.median(with_), statistics.median(without)
         added = statistics.median(pairs[kind]) if pairs[kind] else math.nan
-        print(f"| {kind} | {m_on:.2f} / {statistics.fmean(on):.2f} | "
-              f"{m_off:.2f} / {statistics.fmean(off):.2f} | {added:.2f} | "
+        print(f"| {kind} | {m_on:.2f} / {statistics.fmean(with_):.2f} | "
+              f"{m_off:.2f} / {statistics.fmean(without):.2f} | {added:.2f} | "
               f"{m_on / m_off:.2f} |")
 
 

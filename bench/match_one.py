@@ -154,7 +154,7 @@ def main() -> None:
                 index = {uid: cid for uid, cid in session.execute(
                     sa.select(ClientMemberRow.unique_id, ClientMemberRow.client_id))}
                 indexed = set(index)
-                source = {rid: (feed, srid) for rid, feed, srid in session.execute(
+                source = {rid: (feed, str(srid)) for rid, feed, srid in session.execute(
                     sa.select(ResourceRow.id, ResourceRow.source_feed,
                               ResourceRow.source_record_id)
                     .where(ResourceRow.resource_type == "Patient"))}

@@ -54,12 +54,13 @@ def take_out_consent(app: FastAPI) -> Callable[[], None]:
     """Swap `app`'s enforcement point for PermitAll and drop the withheld notice; return
     the function that puts them back."""
     guarded: EnforcementPoint = app.state.enforcement
-    notice = fhir_routes.record_withholds
+    notice = fhir_routes.record_withholds  # type: ignore[attr-defined]
     app.state.enforcement = PermitAll(guarded.policy, guarded.audit, guarded._cipher)
-    fhir_routes.record_withholds = lambda *_, **__: False  # type: ignore[assignment]
+    fhir_routes.record_withholds = lambda *_, **__: False  # type: ignore[attr-defined]
 
     def put_back() -> None:
-        app.state.enforcement, fhir_routes.record_withholds = guarded, notice
+        app.state.enforcement = guarded
+        fhir_routes.record_withholds = notice  # type: ignore[attr-defined]
     return put_back
 
 
