@@ -328,6 +328,11 @@ def prime(base: str, headers: dict[str, str], urls: Sequence[str]) -> None:
             http.get(url)
 
 
+def _headers(server: Server, client_id: str, key: ECKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(server.base, client_id, key)}",
+            "Accept": "application/fhir+json"}
+
+
 def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, str],
             client_id: str, key: ECKey, args: argparse.Namespace) -> list[Result]:
     """One scenario in each mode, each against its own freshly started server. With two
@@ -343,8 +348,7 @@ def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, st
                                                        consent)) for consent in modes}
         urls: dict[bool, list[str]] = {}
         for consent, server in servers.items():
-            headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
-                       "Accept": "application/fhir+json"}
+            headers = _headers(server, client_id, key)
             searches, everything = targets(server.base, headers, args.database_url,
                                            args.sample, args.seed)
             urls[consent] = searches if scenario == "search" else everything
@@ -354,8 +358,7 @@ def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, st
             order = list(modes) if number % 2 == 0 else list(reversed(modes))
             for consent in order:
                 server, result = servers[consent], pooled[consent]
-                headers = {"Authorization": f"Bearer {token(server.base, client_id, key)}",
-                           "Accept": "application/fhir+json"}  # tokens last 5 minutes
+                headers = _headers(server, client_id, key)  # tokens last 5 minutes
                 say(f"{result.name}: {len(urls[consent])} distinct requests, "
                     f"{args.concurrency} users, think time {args.think_time:g} s, "
                     f"{seconds:.0f} s after {args.warmup:.0f} s warm-up"

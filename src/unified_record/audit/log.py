@@ -311,7 +311,8 @@ class AuditLog:
                          .values(entry_hash=entry_hash))
         if seq % self._every == 0:
             self._sign(conn, seq, entry_hash)
-        return _appended(row, event, seq, entry_hash)
+        return AuditRecord(seq, row["event_id"], row["recorded"], row["client_id"],
+                           row["decision"], row["break_glass"], event, entry_hash)
 
     def _commit_with_entries(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
         """PostgreSQL: send `events`' appends and the COMMIT of `conn`'s transaction in one
@@ -408,11 +409,6 @@ def _entry_row(event: dict[str, Any], canonical: bytes) -> dict[str, Any]:
             "client_id": client_id, "decision": decision, "break_glass": break_glass,
             "event": canonical.decode("utf-8")}
 
-
-def _appended(row: dict[str, Any], event: dict[str, Any], seq: int, entry_hash: str
-              ) -> AuditRecord:
-    return AuditRecord(seq, row["event_id"], row["recorded"], row["client_id"],
-                       row["decision"], row["break_glass"], event, entry_hash)
 
 
 def _lock_head(conn: Connection, *, advance: bool) -> tuple[int, str]:
