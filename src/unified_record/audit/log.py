@@ -410,7 +410,6 @@ def _entry_row(event: dict[str, Any], canonical: bytes) -> dict[str, Any]:
             "event": canonical.decode("utf-8")}
 
 
-
 def _lock_head(conn: Connection, *, advance: bool) -> tuple[int, str]:
     """Lock the chain head (first statement of the transaction: a write, so SQLite takes its
     write lock here, waiting for any other appender) and return (seq, previous hash); with
