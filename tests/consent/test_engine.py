@@ -309,6 +309,30 @@ def test_filter_keeps_order_counts_withheld_and_redacts() -> None:
     assert "note" in candidates[0].body  # the input is never changed
 
 
+def test_filter_decides_each_client_source_and_category_apart() -> None:
+    """Candidates share a decision only where everything a decision reads agrees: the
+    client, the type, the source organisation and the categories (ids never count)."""
+    def candidate(client: str, rid: str, org: str, *categories: str) -> Candidate:
+        return Candidate(client, ResourceFacts("Condition", rid, org, frozenset(categories)),
+                         {"resourceType": "Condition", "id": rid})
+
+    candidates = [
+        candidate(CLIENT, "a", "RZ1"),
+        candidate(CLIENT, "b", "RZ2"),  # the person objects to sharing from RZ2
+        candidate(CLIENT, "c", "RZ1"),
+        candidate(CLIENT, "d", "RZ1", "safeguarding"),  # withheld from partner systems
+        candidate("C2", "e", "RZ2"),  # another client: no objection on record
+        candidate(CLIENT, "f", "RZ2"),
+    ]
+    states = {CLIENT: ClientState(consents=(consent(source_orgs=["RZ2"]),))}
+    shown = filter_permitted(caller(PARTNER), "TREAT", candidates, policy(), states, NOW)
+    assert [r["id"] for r in shown.permitted] == ["a", "c", "e"]
+    assert shown.withheld == 3
+    by_id = {c.facts.id: d for c, d in shown.decisions}
+    assert any("k1" in reason for reason in by_id["b"].reasons)
+    assert any("safeguarding" in reason for reason in by_id["d"].reasons)
+
+
 def test_reasons_never_carry_content() -> None:
     secret = "Ermintrude-Quixblatterwick"
     resource = ResourceFacts("Condition", "r1", "RZ1", frozenset({"mental_health"}))

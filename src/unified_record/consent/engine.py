@@ -179,14 +179,24 @@ def filter_permitted(
     states: Mapping[str | None, ClientState] | Callable[[str | None], ClientState],
     now: datetime,
 ) -> Filtered:
-    """Decide every candidate; keep the permitted ones, redacted, in the given order."""
+    """Decide every candidate; keep the permitted ones, redacted, in the given order.
+
+    A decision depends on a resource's type, source organisation and categories, never on
+    its id, so candidates of one client that agree on those share one decision (most of a
+    `$everything` does: deciding each took a tenth of the consent engine's cost)."""
     state_of = states if callable(states) else (lambda cid: states.get(cid, ClientState()))
     permitted: list[dict[str, Any]] = []
     decisions: list[tuple[Candidate, Decision]] = []
+    decided: dict[tuple[str | None, str, str | None, frozenset[str]], Decision] = {}
     for candidate in candidates:
-        state = state_of(candidate.client_id)
-        decision = decide(caller, purpose, candidate.client_id, candidate.facts, policy,
-                          state.consents, state.opt_out, state.grants, now)
+        facts = candidate.facts
+        key = (candidate.client_id, facts.resource_type, facts.source_org, facts.categories)
+        decision = decided.get(key)
+        if decision is None:
+            state = state_of(candidate.client_id)
+            decision = decided[key] = decide(caller, purpose, candidate.client_id, facts,
+                                             policy, state.consents, state.opt_out,
+                                             state.grants, now)
         decisions.append((candidate, decision))
         if decision.permit:
             permitted.append(apply_obligations(candidate.body, decision.obligations))
