@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +13,11 @@ from consent_support import C1, C2, Clock, caller
 from sqlalchemy.orm import Session
 
 from unified_record.audit import AuditSigner, AuditWriteError, verify_audit_log
-from unified_record.consent import AccessContext, AccessRefused, EnforcementPoint
+from unified_record.consent import AccessContext, AccessRefused, EnforcementPoint, enforcement
 from unified_record.consent.enforcement import expect_record_facts
 from unified_record.consent.notice import record_withholds
 from unified_record.store import ResourceRepository
+from unified_record.store.driver_select import select_through_driver
 from unified_record.store.membership import Membership
 
 DOC = AccessContext(caller("nhs_clinician"), "TREAT", "192.0.2.10")
@@ -202,24 +205,45 @@ def test_client_states_find_records_under_ids_merged_through_a_chain(
     assert set(states) == {C1, C2}
 
 
-def test_what_is_on_record_is_read_once_per_transaction(
-        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
-    """Deciding a request's parts, its matches and its notice reads a client's state once;
-    a new transaction reads it afresh, so a consent recorded meanwhile counts."""
+@contextmanager
+def sent(session: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The statements `session` sends meanwhile, SQLAlchemy's and those the enforcement point
+    sends through the driver (`select_through_driver`, which SQLAlchemy's events miss on
+    PostgreSQL), each once."""
     statements: list[str] = []
+    inside: list[bool] = []
+
+    def through_driver(session: Session, statement: Any, values: Any) -> Any:
+        inside.append(True)
+        try:
+            return select_through_driver(session, statement, values)
+        finally:
+            inside.pop()
+            statements.append(str(statement.compile(dialect=session.get_bind().dialect)))
 
     def count(*args: Any) -> None:
-        statements.append(str(args[2]))
+        if not inside and str(args[2]) != "BEGIN":  # SQLite's, emitted by the engine
+            statements.append(str(args[2]))
 
+    monkeypatch.setattr(enforcement, "select_through_driver", through_driver)
     engine = session.get_bind()
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+
+def test_what_is_on_record_is_read_once_per_transaction(
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deciding a request's parts, its matches and its notice reads a client's state once;
+    a new transaction reads it afresh, so a consent recorded meanwhile counts."""
+    with sent(session, monkeypatch) as statements:
         assert point.authorize_read(session, repo, DOC, "Condition", "cond-plain").resource
         first = list(statements)
         assert point.authorize_read(session, repo, DOC, "Condition", "cond-mh").resource
         again = statements[len(first):]
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
 
     def about_clients(found: list[str]) -> list[str]:
         return [s for s in found if "client_member" in s or "national_opt_out" in s]
@@ -232,7 +256,8 @@ def test_what_is_on_record_is_read_once_per_transaction(
 
 
 def test_record_facts_read_with_the_states_are_those_read_alone(
-        point: EnforcementPoint, session: Session, repo: ResourceRepository) -> None:
+        point: EnforcementPoint, session: Session, repo: ResourceRepository,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A search that will decide the withheld notice reads its clients' record facts in the
     same query as their states: the same facts as the notice's own query finds, with no
     further statement; and the notice follows them."""
@@ -243,23 +268,15 @@ def test_record_facts_read_with_the_states_are_those_read_alone(
     assert point.record_facts(session, repo, [C1, C2]) == expected  # read alone
     session.rollback()
 
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        if str(args[2]) != "BEGIN":  # SQLite's, emitted by the engine
-            statements.append(str(args[2]))
-
-    engine = session.get_bind()
-    sa.event.listen(engine, "before_cursor_execute", count)
-    expect_record_facts(session)
-    membership = Membership.of(session)
-    membership.learn_members(C1, ["p-acute", "p-council"])
-    membership.learn_members(C2, ["p-two"])
-    point.client_states(session, repo, [C1, C2], datetime.now(UTC))
-    read = list(statements)  # and, as C_OLD was merged into C1, what is on record for it
-    assert "national_opt_out" in read[0] and "'fact'" in read[0]
-    assert point.record_facts(session, repo, [C1, C2]) == expected
-    assert record_withholds(point, session, repo, SW, [C1])  # safeguarding and mental health
-    assert not record_withholds(point, session, repo, SW, [C2])
-    assert statements == read
-    sa.event.remove(engine, "before_cursor_execute", count)
+    with sent(session, monkeypatch) as statements:
+        expect_record_facts(session)
+        membership = Membership.of(session)
+        membership.learn_members(C1, ["p-acute", "p-council"])
+        membership.learn_members(C2, ["p-two"])
+        point.client_states(session, repo, [C1, C2], datetime.now(UTC))
+        read = list(statements)  # and, as C_OLD was merged into C1, what is on record for it
+        assert "national_opt_out" in read[0] and "'fact'" in read[0]
+        assert point.record_facts(session, repo, [C1, C2]) == expected
+        assert record_withholds(point, session, repo, SW, [C1])  # safeguarding, mental health
+        assert not record_withholds(point, session, repo, SW, [C2])
+        assert statements == read

@@ -87,6 +87,7 @@ from unified_record.consent.records import (
 )
 from unified_record.security.caller import Caller
 from unified_record.store.crypto import Cipher
+from unified_record.store.driver_select import select_through_driver
 from unified_record.store.governance_models import BreakGlassGrantRow, OptOutRow
 from unified_record.store.membership import Membership, transaction_memo
 from unified_record.store.models import (
@@ -421,7 +422,8 @@ class EnforcementPoint:
             values.update(fact_digests=keys, uids=uids)
             for client_id in members:
                 facts[client_id] = set()
-        rows = session.execute(_ON_RECORD_AND_FACTS if owner else _ON_RECORD, values)
+        rows = select_through_driver(session, _ON_RECORD_AND_FACTS if owner else _ON_RECORD,
+                                     values)
         found: dict[str, set[str]] = {"record": set(), "merged": set()}
         for kind, key, *fact in rows:
             if kind == "consent":
