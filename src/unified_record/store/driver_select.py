@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 __all__ = ["select_through_driver"]
 
-# (statement, shape) -> the expanded SQL and how to fill its parameters from the values:
-# each entry is (parameter, value name, index in that list or None, constant)
-_Recipe = tuple[str, tuple[tuple[str, str | None, int | None, Any], ...]]
+# (statement, shape) -> the expanded SQL, its constants (parameters the statement itself
+# holds), and where each other parameter's value comes from: (parameter, value name, index
+# in that list, or None for a value that is not a list)
+_Recipe = tuple[str, dict[str, Any], tuple[tuple[str, str, int | None], ...]]
 _EXPANDED: dict[tuple[int, tuple[tuple[str, int], ...]], _Recipe] = {}
 
 
@@ -38,10 +39,10 @@ def select_through_driver(session: Session, statement: sa.Select[Any] | sa.Compo
     if recipe is None:
         recipe = _EXPANDED[id(statement), shape] = _recipe(
             statement.compile(dialect=connection.dialect), values)
-    sql, fills = recipe
+    sql, constants, sources = recipe
     driver = connection.connection.driver_connection
     with driver.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.execute(sql, _fill(fills, values))
+        cursor.execute(sql, _parameters(constants, sources, values))
         return cursor.fetchall()  # type: ignore[no-any-return]
 
 
@@ -51,23 +52,20 @@ def _recipe(compiled: sa.Compiled, values: Mapping[str, Any]) -> _Recipe:
     the statement. Checked against SQLAlchemy's own expansion, so a change in its naming
     fails loudly rather than binding the wrong values."""
     expanded = compiled.construct_expanded_state(dict(values))  # type: ignore[attr-defined]
-    items = {f"{name}_{index + 1}": (name, index) for name, value in values.items()
-             if isinstance(value, list) for index in range(len(value))}
-    fills: list[tuple[str, str | None, int | None, Any]] = []
-    for parameter, value in expanded.parameters.items():
-        if parameter in items:
-            fills.append((parameter, *items[parameter], None))
-        elif parameter in values and not isinstance(values[parameter], list):
-            fills.append((parameter, parameter, None, None))
-        else:
-            fills.append((parameter, None, None, value))
-    if _fill(fills, values) != expanded.parameters:
+    known: dict[str, tuple[str, int | None]] = {
+        name: (name, None) for name, value in values.items() if not isinstance(value, list)}
+    known.update({f"{name}_{index + 1}": (name, index) for name, value in values.items()
+                  if isinstance(value, list) for index in range(len(value))})
+    sources = tuple((parameter, *known[parameter]) for parameter in expanded.parameters
+                    if parameter in known)
+    constants = {parameter: value for parameter, value in expanded.parameters.items()
+                 if parameter not in known}
+    if _parameters(constants, sources, values) != expanded.parameters:
         raise RuntimeError("SQLAlchemy expanded the statement's parameters unexpectedly")
-    return str(expanded.statement), tuple(fills)
+    return str(expanded.statement), constants, sources
 
 
-def _fill(fills: Sequence[tuple[str, str | None, int | None, Any]],
-          values: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: constant if source is None
-            else values[source] if index is None else values[source][index]
-            for name, source, index, constant in fills}
+def _parameters(constants: dict[str, Any], sources: Sequence[tuple[str, str, int | None]],
+                values: Mapping[str, Any]) -> dict[str, Any]:
+    return {**constants, **{parameter: values[name] if index is None else values[name][index]
+                            for parameter, name, index in sources}}
