@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 from audit_support import event
+from psycopg._pipeline_base import BasePipeline
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -73,6 +74,31 @@ def test_the_chain_head_is_not_held_while_the_reader_commits(
     assert seen[-1] == (4, True)
     report = verify_audit_log(engine, {signer.key_id: signer.public_key})
     assert report.ok and report.checkpoints == 1, report.summary()  # entry 4: signed after
+
+
+def test_the_entries_and_the_commit_take_one_round_trip(
+        log: AuditLog, engine: Engine, signer: AuditSigner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL each Sync of a pipeline is a round trip to the server: the appends and
+    the COMMIT must share one."""
+    if not _postgres(engine):
+        pytest.skip("SQLite has no pipeline: the entries are written on their own")
+    syncs: list[int] = []
+    enqueue_sync = BasePipeline._enqueue_sync
+
+    def counted(pipeline: BasePipeline) -> None:
+        syncs.append(1)
+        enqueue_sync(pipeline)
+
+    with Session(engine) as session:
+        session.execute(sa.text("SELECT 1"))
+        log.append_at_commit(session, [event(1), event(2)])
+        monkeypatch.setattr(BasePipeline, "_enqueue_sync", counted)
+        session.commit()
+    monkeypatch.undo()
+    assert len(syncs) == 1
+    assert len(log.entries()) == 2
+    _valid(engine, signer, 2)
 
 
 def test_entries_of_a_transaction_that_rolls_back_are_written_on_their_own(

@@ -316,8 +316,9 @@ class AuditLog:
 
     def _commit_with_entries(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
         """PostgreSQL: send `events`' appends and the COMMIT of `conn`'s transaction in one
-        pipeline, then read what came back. The COMMIT is skipped if an append fails
-        (AuditWriteError); SQLAlchemy's own COMMIT that follows finds nothing left to do.
+        pipeline (one round trip), then read what came back. The COMMIT is skipped if an
+        append fails (AuditWriteError); SQLAlchemy's own COMMIT that follows finds nothing
+        left to do.
         A checkpoint falling on one of them is signed just after, in a short transaction
         of its own: it covers entries already committed, so it can be added at any time, and
         if it cannot be the next one covers them too."""
@@ -328,7 +329,9 @@ class AuditLog:
                 cursors = [driver.cursor() for _ in rows]
                 for cursor, row in zip(cursors, rows, strict=True):
                     cursor.execute(_PG_APPEND_DRIVER, row)
-                driver.commit()
+                # Queued like the appends, so the pipeline's one Sync, as it ends, sends
+                # them all (`driver.commit()` would send its own: a second round trip).
+                driver.execute(b"COMMIT")
             heads = [cursor.fetchone() for cursor in cursors]
         except Exception as exc:
             raise AuditWriteError(f"audit log not written ({type(exc).__name__})") from exc
