@@ -80,9 +80,7 @@ def test_the_entries_and_the_commit_take_one_round_trip(
         log: AuditLog, engine: Engine, signer: AuditSigner,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """On PostgreSQL each Sync of a pipeline is a round trip to the server: the appends and
-    the COMMIT must share one."""
-    if not _postgres(engine):
-        pytest.skip("SQLite has no pipeline: the entries are written on their own")
+    the COMMIT must share one. (SQLite has no pipeline: there they are written on their own.)"""
     syncs: list[int] = []
     enqueue_sync = BasePipeline._enqueue_sync
 
@@ -96,7 +94,7 @@ def test_the_entries_and_the_commit_take_one_round_trip(
         monkeypatch.setattr(BasePipeline, "_enqueue_sync", counted)
         session.commit()
     monkeypatch.undo()
-    assert len(syncs) == 1
+    assert len(syncs) == (1 if _postgres(engine) else 0)
     assert len(log.entries()) == 2
     _valid(engine, signer, 2)
 
