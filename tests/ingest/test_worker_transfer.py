@@ -3,7 +3,6 @@ ingest: choices made for throughput that must not change what is stored."""
 
 from __future__ import annotations
 
-import datetime
 import gc
 import hashlib
 import hmac
@@ -19,7 +18,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ingest_support import MAPPINGS, SAMPLE, make_keys
 
-from unified_record.fhir import validation
 from unified_record.ingest import Pipeline, load_mappings
 from unified_record.ingest.mapping import ID_NAMESPACE, resource_id
 from unified_record.ingest.pipeline import GC_THRESHOLDS, _sealed, fewer_collections
@@ -80,23 +78,6 @@ def test_fewer_collections_nests_and_restores() -> None:
             assert gc.get_threshold()[0] >= GC_THRESHOLDS[0]
         assert gc.get_threshold()[0] >= GC_THRESHOLDS[0], "still inside the outer one"
     assert gc.get_threshold() == before
-
-
-def test_the_validation_cache_tells_values_apart_that_json_would_not() -> None:
-    body = {"resourceType": "Patient", "id": "p1", "birthDate": "2001-02-03"}
-    same = {"resourceType": "Patient", "id": "p1", "birthDate": "2001-02-03"}
-    as_date = {"resourceType": "Patient", "id": "p1", "birthDate": datetime.date(2001, 2, 3)}
-    assert validation._digest(body) == validation._digest(same)
-    assert validation._digest(body) != validation._digest(as_date)
-    assert validation._digest({"resourceType": "Patient", "x": lambda: None}) is None
-
-
-def test_an_invalid_body_is_never_remembered_as_valid() -> None:
-    bad = {"resourceType": "Patient", "id": "p1", "birthDate": "not a date"}
-    for _ in range(2):
-        with pytest.raises(validation.InvalidResource):
-            validation.validate_resource(bad)
-    assert validation._digest(bad) not in validation._valid
 
 
 @given(st.text(max_size=80), st.text(max_size=80))
