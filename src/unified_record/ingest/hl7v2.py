@@ -726,7 +726,7 @@ def _unescape_one(sequence: str, delimiters: dict[str, str], charset: str, writt
 
 
 def _check_index(*numbers: int) -> None:
-    if any(n < 1 for n in numbers):
+    if min(numbers) < 1:  # not any() over a generator: this runs for every value read
         raise ValueError("HL7 field, repetition and component numbers start at 1")
 
 

@@ -271,28 +271,29 @@ class _Context:
         self.record = record
         self.ids = ids
         self.warnings: list[str] = []
+        # read once per record: a pydantic private attribute is a slow lookup per node
+        self.compiled = mapping._compiled
 
 
 def evaluate(node: Any, ctx: _Context) -> Any:
     """Evaluate an expression (or return a literal)."""
-    evaluator: Callable[[_Context], Any] = _compiled(ctx.mapping, node, template=False)
+    evaluator: Callable[[_Context], Any] = _compiled(ctx, node, template=False)
     return evaluator(ctx)
 
 
 def render(node: Any, ctx: _Context) -> tuple[Any, bool]:
     """Render a template node: (value, whether any expression inside produced something)."""
-    renderer: Callable[[_Context], tuple[Any, bool]] = _compiled(ctx.mapping, node,
-                                                                  template=True)
+    renderer: Callable[[_Context], tuple[Any, bool]] = _compiled(ctx, node, template=True)
     return renderer(ctx)
 
 
-def _compiled(mapping: FeedMapping, node: Any, *, template: bool) -> Any:
-    """`node` of `mapping` compiled into a function of the context, once per node.
+def _compiled(ctx: _Context, node: Any, *, template: bool) -> Any:
+    """`node` of the context's mapping compiled into a function of the context, once per node.
 
     Rendering walked every template as data for every record: which keys are expressions,
     which subtrees contain one, the transform steps. Compiled, the record's values are all
     that is left to look at. The cache holds the node itself, so its id cannot be reused."""
-    cache = mapping._compiled
+    cache = ctx.compiled
     entry = cache.get((id(node), template))
     if entry is None or entry[0] is not node:
         entry = (node, _compile_template(node) if template else _compile_expression(node))
