@@ -64,3 +64,18 @@ def test_parse_and_key_checks() -> None:
     with pytest.raises(ValueError):
         BlindIndex(b"short")
     assert "kkkk" not in repr(BlindIndex(KEY))
+
+
+def test_remembered_digests_are_the_computed_ones_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unified_record.security import blind_index
+
+    monkeypatch.setattr(blind_index, "_REMEMBERED", 50)
+    index = BlindIndex(KEY)
+    values = [f"value {i}" for i in range(120)]
+    for _ in range(2):  # the second round answers partly from memory
+        for value in values:
+            expected = hmac.new(KEY, b"given\x1f" + value.encode(), hashlib.sha256).hexdigest()
+            assert index.digest("given", value) == expected
+            assert len(index._recent) <= 50
+    assert index.digest("family", "value 1") != index.digest("given", "value 1")

@@ -15,6 +15,7 @@ __all__ = ["BlindIndex"]
 
 MIN_KEY_BYTES = 32
 _SEPARATOR = "\x1f"  # ASCII unit separator; never valid in a kind
+_REMEMBERED = 100_000  # digests kept per index: a person's details recur on every record
 
 
 class BlindIndex:
@@ -25,6 +26,7 @@ class BlindIndex:
             raise ValueError(f"blind-index key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied for each digest
+        self._recent: dict[tuple[str, str], str] = {}  # in memory only, like the values
 
     @classmethod
     def parse(cls, b64: str) -> BlindIndex:
@@ -48,8 +50,15 @@ class BlindIndex:
 
     def digest(self, kind: str, value: str) -> str:
         """Keyed hash of `value` in the `kind` domain (so a name never matches a postcode)."""
+        remembered = self._recent.get((kind, value))
+        if remembered is not None:
+            return remembered
         if not kind or _SEPARATOR in kind:
             raise ValueError("blind-index kind must be non-empty and contain no \\x1f")
         mac = self._keyed.copy()  # the key's pads hashed once, not for every value
         mac.update((kind + _SEPARATOR + value).encode("utf-8"))
-        return mac.hexdigest()
+        digest = mac.hexdigest()
+        if len(self._recent) >= _REMEMBERED:
+            self._recent.clear()
+        self._recent[kind, value] = digest
+        return digest
