@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["make_engine", "make_session_factory", "migrate", "refresh_statistics"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in memory
 
 
 def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
@@ -28,6 +29,9 @@ def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
     `synchronous_commit=off`). Neither can corrupt the database; a power cut may lose the
     last few commits, which re-running the idempotent load restores. Never use it where a
     commit is a promise to a sender (the MLLP listener acknowledges only durable commits).
+    SQLite also gets a page cache of up to `BULK_CACHE_MIB` for it: the search index and
+    the primary keys take random keys, and past the default 2 MiB nearly every insert
+    reads its B-tree pages from the file again (see docs/benchmarks.md, Ingest).
     """
     backend = sa.make_url(url).get_backend_name()
     if backend != "sqlite":
@@ -72,6 +76,7 @@ def _sqlite_bulk_on_connect(dbapi_connection: Any, record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_MIB * 1024}")  # negative: KiB
     finally:
         cursor.close()
 
