@@ -82,7 +82,7 @@ def _fhir_resources_accepts(body: dict[str, Any]) -> bool:
         return False  # not a resource type fhir.resources knows
     try:
         model.model_validate(body)
-    except ValidationError:
+    except (ValidationError, TypeError, KeyError, AttributeError):  # the last: it crashes
         return False
     return True
 
@@ -152,6 +152,8 @@ def _any_change(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
             old = parent[key]
         except (KeyError, IndexError, TypeError):
             continue  # an earlier change removed it
+        if not isinstance(parent, dict if isinstance(key, str) else list):
+            continue  # an earlier change replaced a container on the way
         how = draw(st.sampled_from(["replace", "remove", "add", "wrap", "unwrap", "type"]))
         if how == "replace":
             parent[key] = draw(ANY_VALUE)
@@ -257,3 +259,42 @@ def test_values_the_pickle_tells_apart_are_not_confused() -> None:
     as_date = {**as_text, "birthDate": datetime.date(2001, 2, 3), "active": 1}
     for body in (as_text, as_date, as_text, as_date):
         assert _we_accept(body) == _fhir_resources_accepts(body)
+
+
+def test_what_is_remembered_is_bounded() -> None:
+    """API callers send bodies too: a huge body's shape and long values are not kept."""
+    validation._shapes.clear()
+    validation._valid_values.clear()
+    many = {"resourceType": "Patient", "id": "big",
+            "name": [{"given": [f"n{i}"]} for i in range(validation._MAX_SHAPE_TOKENS)]}
+    validate_resource(many)
+    assert validation._shapes == {}
+    long_text = {"resourceType": "Patient", "id": "p1", "name": [{"text": "x" * 5000}]}
+    validate_resource(long_text)
+    validate_resource(long_text)  # its shape is remembered now: the leaf is checked
+    assert len(validation._shapes) == 1
+    assert all(len(str(value)) <= validation._MAX_VALUE_LENGTH
+               for _, _, value in validation._valid_values)
+    assert ("p1" in {value for _, _, value in validation._valid_values})
+
+
+@pytest.mark.parametrize("resource_type", [["Patient"], "Nothing", None, {"a": 1}, 3])
+def test_a_contained_resource_of_no_known_type_is_a_clear_rejection(resource_type: Any) -> None:
+    """fhir.resources itself raises TypeError or KeyError here; ingest must get a reason."""
+    body = {"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "x"}, "contained": [{"resourceType": resource_type}]}
+    with pytest.raises(InvalidResource, match="Observation invalid"):
+        validate_resource(body)
+
+
+def test_a_bundle_with_such_an_entry_is_quarantined_not_a_crash() -> None:
+    import json
+
+    mapping = load_mappings(MAPPINGS)["gp_fhir"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "fullUrl": "urn:uuid:1", "request": {"method": "PUT", "url": "Patient/p"},
+        "resource": {"resourceType": "Patient", "id": "p",
+                     "generalPractitioner": [{"identifier": {"value": "A12345"}}],
+                     "contained": [{"resourceType": ["Patient"]}]}}]}
+    prepared = prepare(mapping, json.dumps(bundle).encode())
+    assert prepared.error is not None and "entry 0: Patient invalid" in prepared.error

@@ -35,8 +35,13 @@ from fhir_core.types import FhirBase, FhirElementOrResourceBase
 from pydantic import TypeAdapter, ValidationError
 from pydantic._internal._validators import import_string
 
+# Bounds on what is remembered, as API callers send bodies too: shapes of at most
+# _MAX_SHAPE_TOKENS tokens, _MAX_SHAPES of them; values of at most _MAX_VALUE_LENGTH
+# characters, _MAX_VALUES of them (each set starts again when full)
 _MAX_SHAPES = 20_000
+_MAX_SHAPE_TOKENS = 4_000
 _MAX_VALUES = 300_000
+_MAX_VALUE_LENGTH = 200
 _DICT, _LIST, _END = object(), object(), object()  # shape tokens; keys and types go between
 _UNKNOWN = object()
 
@@ -79,7 +84,12 @@ def validate_resource(resource: dict[str, Any]) -> None:
     except ValidationError as exc:
         raise InvalidResource(validation_reason(exc, f"{model.get_resource_type()} invalid: ")
                               ) from None
-    if key is not None and validators is _UNKNOWN:
+    except (TypeError, KeyError, AttributeError) as exc:
+        # fhir_core crashes on some malformed bodies (a contained resource whose
+        # resourceType is not a known type name); the type of error says where, not what
+        raise InvalidResource(f"{model.get_resource_type()} invalid: malformed element "
+                              f"({type(exc).__name__} in fhir.resources)") from None
+    if key is not None and validators is _UNKNOWN and len(key) <= _MAX_SHAPE_TOKENS:
         _remember(key, model, resource, len(leaves))
 
 
@@ -124,6 +134,8 @@ def _leaves_valid(validators: tuple[TypeAdapter[Any], ...], leaves: list[Any]) -
             validator.validate_python(value)
         except ValidationError:
             return False
+        if type(value) is str and len(value) > _MAX_VALUE_LENGTH:
+            continue
         if len(_valid_values) >= _MAX_VALUES:
             _valid_values.clear()
         _valid_values.add(remembered)
