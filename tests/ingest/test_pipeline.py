@@ -4,6 +4,7 @@ validity, idempotency, quarantine and replay, and onboarding a feed by mapping f
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -232,3 +233,35 @@ def test_no_personal_data_in_the_database_file(tmp_path: Path) -> None:
     assert len(needles) > 20
     leaked = [n for n in needles if n in data]
     assert leaked == []
+
+
+def test_a_message_that_trips_a_fault_is_quarantined_and_the_rest_go_on(
+        pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fhir.resources raised TypeError on a contained resource whose resourceType is a
+    list, which stopped the whole ingest; any fault while preparing one message now
+    quarantines that message alone, with the fault's type and place but no data."""
+    good = (SAMPLE / "gp_fhir" / "Y99000.ndjson").read_text().splitlines()[:2]
+    bundle = json.loads(good[0])
+    bundle["entry"][0]["resource"]["contained"] = [{"resourceType": ["Patient"]}]
+    feed_file = tmp_path / "gp.ndjson"
+    feed_file.write_text("\n".join([json.dumps(bundle), good[1]]) + "\n")
+    stats = pipeline.ingest_path("gp_fhir", feed_file)
+    assert (stats.messages, stats.accepted, stats.quarantined) == (2, 1, 1)
+    with pipeline.uow() as uow:
+        [reason] = [m.reason for m in uow.messages.quarantined()]
+    assert reason is not None and "entry 0: Patient invalid" in reason
+
+    import unified_record.ingest.prepare as prepare_module
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("Grace Hopper 9434765919")  # data in a message must never show
+
+    monkeypatch.setattr(prepare_module, "map_bundle", broken)
+    again = tmp_path / "gp2.ndjson"
+    again.write_text(good[0] + "\n")
+    stats = pipeline.ingest_path("gp_fhir", again)
+    assert (stats.messages, stats.quarantined) == (1, 1)
+    with pipeline.uow() as uow:
+        reasons = [m.reason or "" for m in uow.messages.quarantined()]
+    assert any("could not be prepared: RuntimeError at test_pipeline.py:" in r for r in reasons)
+    assert not any("Grace" in r or "9434765919" in r for r in reasons)

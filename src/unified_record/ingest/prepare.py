@@ -7,7 +7,9 @@ then seal each resource in advance (`store.batch.seal_new`), which does need the
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from unified_record.fhir.validation import InvalidResource, validate_resource
@@ -81,6 +83,8 @@ def prepare(mapping: FeedMapping, raw: bytes, sender_org: str | None = None) -> 
                                               index_values(item.resource)))
     except RecordError as exc:
         return Prepared(error=exc.reason)
+    except Exception as exc:  # a fault of this service, not of the message: quarantine it
+        return Prepared(error=f"could not be prepared: {_fault(exc)}; replay it once fixed")
     return Prepared(mapped.source_org, mapped.source_record_id, resources, mapped.warnings,
                     mapped.retired_record_id)
 
@@ -93,6 +97,13 @@ def _map(mapping: FeedMapping, raw: bytes, sender_org: str | None) -> MappedReco
     from unified_record.ingest.hl7_record import parse_hl7_record
 
     return map_record(mapping, parse_hl7_record(raw))
+
+
+def _fault(exc: Exception) -> str:
+    """The exception's type and where it was raised; never its message (it may quote data)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}{where}"
 
 
 def _validate(resource: dict[str, Any]) -> None:
