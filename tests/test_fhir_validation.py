@@ -298,3 +298,9 @@ def test_a_bundle_with_such_an_entry_is_quarantined_not_a_crash() -> None:
                      "contained": [{"resourceType": ["Patient"]}]}}]}
     prepared = prepare(mapping, json.dumps(bundle).encode())
     assert prepared.error is not None and "entry 0: Patient invalid" in prepared.error
+
+
+def test_an_unhashable_primitive_from_a_python_caller_is_checked_not_kept() -> None:
+    body = {"resourceType": "Patient", "id": "p1", "fhir_comments": {"a", "b"}}
+    for _ in range(3):  # the second time its shape may be remembered
+        assert _we_accept(body) == _fhir_resources_accepts(body)

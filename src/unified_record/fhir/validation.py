@@ -127,14 +127,17 @@ def _walk(value: Any, shape: list[Any], leaves: list[Any]) -> None:
 
 def _leaves_valid(validators: tuple[TypeAdapter[Any], ...], leaves: list[Any]) -> bool:
     for validator, value in zip(validators, leaves, strict=True):
-        remembered = (validator, type(value), value)
-        if remembered in _valid_values:
-            continue
+        remembered: tuple[TypeAdapter[Any], type, Any] | None = (validator, type(value), value)
+        try:
+            if remembered in _valid_values:
+                continue
+        except TypeError:  # an unhashable value (a set from a Python caller): never kept
+            remembered = None
         try:
             validator.validate_python(value)
         except ValidationError:
             return False
-        if type(value) is str and len(value) > _MAX_VALUE_LENGTH:
+        if remembered is None or (type(value) is str and len(value) > _MAX_VALUE_LENGTH):
             continue
         if len(_valid_values) >= _MAX_VALUES:
             _valid_values.clear()
