@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -288,8 +289,6 @@ def test_a_contained_resource_of_no_known_type_is_a_clear_rejection(resource_typ
 
 
 def test_a_bundle_with_such_an_entry_is_quarantined_not_a_crash() -> None:
-    import json
-
     mapping = load_mappings(MAPPINGS)["gp_fhir"]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
         "fullUrl": "urn:uuid:1", "request": {"method": "PUT", "url": "Patient/p"},

@@ -14,6 +14,7 @@ from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline
+from unified_record.ingest import prepare as prepare_module
 from unified_record.store.models import InboundMessage, ResourceRow, ResourceVersionRow
 
 CSV_AND_FHIR = ["council_adult_social_care", "council_childrens_social_care",
@@ -250,8 +251,6 @@ def test_a_message_that_trips_a_fault_is_quarantined_and_the_rest_go_on(
     with pipeline.uow() as uow:
         [reason] = [m.reason for m in uow.messages.quarantined()]
     assert reason is not None and "entry 0: Patient invalid" in reason
-
-    import unified_record.ingest.prepare as prepare_module
 
     def broken(*_args: object) -> None:
         raise RuntimeError("Grace Hopper 9434765919")  # data in a message must never show

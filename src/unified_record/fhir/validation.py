@@ -72,9 +72,9 @@ def validate_resource(resource: dict[str, Any]) -> None:
     leaves: list[Any] = []
     try:
         _walk(resource, shape, leaves)
-        key: tuple[Any, ...] | None = tuple(shape)
+        key: tuple[Any, ...] | None = tuple(shape)  # hashable: tokens, keys, types, names
         validators = _shapes.get(key, _UNKNOWN)  # type: ignore[arg-type]
-    except (TypeError, RecursionError):  # an unhashable key or value, or too deep
+    except RecursionError:  # nested too deep to walk: the model alone decides
         key, validators = None, None
     if type(validators) is tuple and _leaves_valid(validators, leaves):
         return
@@ -214,9 +214,9 @@ def _is_complex(annotation: Any) -> bool:
 
 def _complex_model(annotation: Any, value: dict[str, Any]) -> type | None:
     """The model fhir.resources validates `value` with, chosen as fhir_core chooses it."""
-    annotation = _without_none(annotation)
-    if not (isinstance(annotation, type) and issubclass(annotation, FhirBase)):
+    if not _is_complex(annotation):
         return None
+    annotation = _without_none(annotation)
     if issubclass(annotation, FhirElementOrResourceBase):
         rtype = value.get("resourceType")
         if type(rtype) is not str:
@@ -226,4 +226,4 @@ def _complex_model(annotation: Any, value: dict[str, Any]) -> type | None:
                 FHIR_TYPES_MAPS[annotation._prefix + rtype + "Type"])
         except (KeyError, ImportError):
             return None
-    return annotation.get_model_klass()
+    return annotation.get_model_klass()  # type: ignore[no-any-return]
