@@ -44,7 +44,7 @@ def dataset(people: int, seed: int, root: Path) -> Path:
     return out
 
 
-def run(url: str, data: Path, workers: int, profile: bool, batch_size: int = 1000
+def run(url: str, data: Path, workers: int, profile: bool, batch_size: int | None = None
         ) -> tuple[dict[str, IngestStats], float]:
     keyring = KeyRing({"bench": os.urandom(32)}, "bench")
     with Pipeline(url, keyring, BlindIndex(os.urandom(32)), MAPPINGS_DIR,
@@ -106,7 +106,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "ur-bench")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--workers", type=int, default=0, help="prepare processes; 0 = cores")
-    parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="messages per batch (default: the pipeline's for bulk loads)")
     parser.add_argument("--profile", action="store_true", help="cProfile the main process")
     parser.add_argument("--plot", type=Path, help="write an SVG bar chart of the rates here")
     args = parser.parse_args()

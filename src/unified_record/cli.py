@@ -25,7 +25,12 @@ from unified_record.cli_api import register as register_api_commands
 from unified_record.cli_governance import register as register_governance_commands
 from unified_record.config import ConfigError, Settings, load_settings
 from unified_record.ingest.mapping import MAPPINGS_DIR, MappingFileError
-from unified_record.ingest.pipeline import IngestStats, Pipeline, default_workers
+from unified_record.ingest.pipeline import (
+    BULK_BATCH_SIZE,
+    IngestStats,
+    Pipeline,
+    default_workers,
+)
 from unified_record.synthetic import (
     GenerateError,
     ProfileError,
@@ -137,7 +142,8 @@ def _settings() -> Settings:
 
 
 def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None, *,
-              bulk_load: bool = False, match: bool = True) -> Pipeline:
+              bulk_load: bool = False, match: bool = True,
+              batch_size: int | None = None) -> Pipeline:
     """The ingest pipeline; with `match`, each new Patient is placed in the client index as
     it is stored (once a full linkage has run)."""
     from unified_record.linkage.incremental import IndexMatcher
@@ -147,7 +153,8 @@ def _pipeline(settings: Settings, workers: int = 1, mappings: Path | None = None
     try:
         keyring, blind_index = load_or_create_keys(settings)
         pipeline = Pipeline(settings.database_url, keyring, blind_index,
-                            mappings or MAPPINGS_DIR, workers=workers, bulk_load=bulk_load)
+                            mappings or MAPPINGS_DIR, workers=workers, bulk_load=bulk_load,
+                            batch_size=batch_size)
         if match:
             pipeline.on_patients = IndexMatcher(
                 pipeline.sessions, keyring, blind_index, settings.data_dir / MODEL_FILE_NAME,
@@ -208,6 +215,8 @@ def ingest(
     match: bool = typer.Option(True, "--match/--no-match", help="Place each new Patient in "
                                "the client index as it is stored (after the first `link`); "
                                "--no-match leaves them for the next full run."),
+    batch_size: int = typer.Option(BULK_BATCH_SIZE, "--batch-size", min=1,
+                                   help="Messages per transaction."),
 ) -> None:
     """Ingest one feed (--feed NAME PATH) or every feed folder of a generated dataset (DIR)."""
     import time
@@ -216,7 +225,7 @@ def ingest(
         fail(f"{path}: no such file or folder")
     settings = _settings()
     with _pipeline(settings, workers or default_workers(), mappings,
-                   bulk_load=True, match=match) as pipeline:
+                   bulk_load=True, match=match, batch_size=batch_size) as pipeline:
         try:
             if feed:
                 pipeline.mapping(feed)

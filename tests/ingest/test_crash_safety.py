@@ -24,7 +24,7 @@ def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
 def _ingest(tmp_path: Path, database_url: str, feed_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "unified_record", "ingest", "--feed", "gp_fhir", str(feed_dir),
-         "--quiet", "--workers", "2"],
+         "--quiet", "--workers", "2", "--batch-size", "1000"],
         env=_env(tmp_path, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

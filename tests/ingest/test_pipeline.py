@@ -15,6 +15,7 @@ from ingest_support import MAPPINGS, SAMPLE, make_keys
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline
 from unified_record.ingest import prepare as prepare_module
+from unified_record.ingest.pipeline import BATCH_SIZE, BULK_BATCH_SIZE
 from unified_record.store.models import InboundMessage, ResourceRow, ResourceVersionRow
 
 CSV_AND_FHIR = ["council_adult_social_care", "council_childrens_social_care",
@@ -91,6 +92,28 @@ def test_parallel_workers_give_the_same_store(database_url: str, tmp_path: Path)
     p.engine.dispose()
     assert ids == truth_ids("council_adult_social_care")
 
+
+
+def test_bulk_loads_take_larger_batches_and_a_batch_holds_a_message(database_url: str) -> None:
+    """A bulk load commits every BULK_BATCH_SIZE messages (fewer pages written per message,
+    docs/benchmarks.md); a feed of a few messages still goes in batches of the size given."""
+    keyring, blind_index = make_keys()
+    sizes = {}
+    for bulk_load in (False, True):
+        with Pipeline(database_url, keyring, blind_index, MAPPINGS, bulk_load=bulk_load) as p:
+            sizes[bulk_load] = p.batch_size
+        p.engine.dispose()
+    assert sizes == {False: BATCH_SIZE, True: BULK_BATCH_SIZE}
+    assert BULK_BATCH_SIZE > BATCH_SIZE
+    batches: list[int] = []
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, bulk_load=True,
+                  batch_size=7) as p:
+        stats = p.ingest_path("community_health", SAMPLE / "community_health", batches.append)
+    p.engine.dispose()
+    assert stats.accepted == stats.messages == sum(batches)
+    assert batches[:-1] == [7] * (len(batches) - 1) and 0 < batches[-1] <= 7
+    with pytest.raises(ValueError, match="batch_size"):
+        Pipeline(database_url, keyring, blind_index, MAPPINGS, batch_size=0)
 
 
 def test_planner_statistics_are_refreshed_as_tables_grow(database_url: str) -> None:

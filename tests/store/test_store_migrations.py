@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from unified_record.store import Base, make_engine, migrate
-from unified_record.store.db import BULK_CACHE_MIB, alembic_config
+from unified_record.store.db import BULK_CACHE_MIB, BULK_WAL_PAGES, alembic_config
 
 
 def test_migrations_reach_head_and_rerun_as_no_op(database_url: str, engine: Engine) -> None:
@@ -50,6 +50,8 @@ def test_bulk_load_engines_commit_without_waiting_for_the_disk(database_url: str
             assert value == (1 if bulk_load else 2)  # NORMAL : FULL
             cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
             assert cache == (-BULK_CACHE_MIB * 1024 if bulk_load else -2000)  # KiB; default
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+            assert pages == (BULK_WAL_PAGES if bulk_load else 1000)
         else:
             value = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
             assert value == ("off" if bulk_load else "on")

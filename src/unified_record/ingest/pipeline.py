@@ -179,17 +179,32 @@ def _sealed(prep: Prepared, keyring: KeyRing, blind_index: BlindIndex) -> Prepar
     return prep
 
 
+BATCH_SIZE = 1000  # messages per batch (one transaction for their raw bytes, one for the rest)
+# A bulk load's batches are larger: each batch's inserts land on random pages of the search
+# index and the keys' B-trees, and every page a transaction changes is written whole to the
+# WAL at its commit, so past a few hundred thousand rows the pages written per message fall
+# as a batch grows (at 100,000 people, SQLite: 16 GB written with batches of 5,000, 33 GB
+# with 1,000; docs/benchmarks.md). Larger still gained nothing: the workers and this process
+# overlap less when the pipeline holds fewer, larger batches.
+BULK_BATCH_SIZE = 5000
+
+
 class Pipeline:
     """Ingests feeds into the store. Use as a context manager to release the worker pool."""
 
     def __init__(self, database_url: str | Engine, keyring: KeyRing, blind_index: BlindIndex,
-                 mappings_dir: Path, *, workers: int = 1, batch_size: int = 1000,
+                 mappings_dir: Path, *, workers: int = 1, batch_size: int | None = None,
                  bulk_load: bool = False,
                  on_patients: Callable[[list[str]], object] | None = None) -> None:
-        """`bulk_load`: commits need not wait for the disk (see `store.db.make_engine`); for
-        loading files, never for the MLLP listener, whose ACK promises a durable message.
+        """`bulk_load`: commits need not wait for the disk (see `store.db.make_engine`) and
+        batches default to `BULK_BATCH_SIZE` messages, not `BATCH_SIZE`; for loading files,
+        never for the MLLP listener, whose ACK promises a durable message.
         `on_patients`: called after each committed batch with the ids of the Patients it
         stored (new or changed), e.g. to match them against the client index at once."""
+        if batch_size is None:
+            batch_size = BULK_BATCH_SIZE if bulk_load else BATCH_SIZE
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.engine = (make_engine(database_url, bulk_load=bulk_load)
                        if isinstance(database_url, str) else database_url)
         migrate(self.engine)

@@ -15,6 +15,7 @@ __all__ = ["make_engine", "make_session_factory", "migrate", "refresh_statistics
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in memory
+BULK_WAL_PAGES = 100_000  # SQLite pages (4 KiB) a bulk load's WAL grows to between checkpoints
 
 
 def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
@@ -31,7 +32,12 @@ def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
     commit is a promise to a sender (the MLLP listener acknowledges only durable commits).
     SQLite also gets a page cache of up to `BULK_CACHE_MIB` for it: the search index and
     the primary keys take random keys, and past the default 2 MiB nearly every insert
-    reads its B-tree pages from the file again (see docs/benchmarks.md, Ingest).
+    reads its B-tree pages from the file again (see docs/benchmarks.md, Ingest). And its
+    WAL is copied back into the database every `BULK_WAL_PAGES` pages, not every 1,000: a
+    batch's random inserts dirty tens of thousands of index pages, so at the default every
+    commit was followed by a checkpoint that wrote each page again, and a page changed by
+    the next commits too was written once per commit instead of once per checkpoint. The
+    last connection to close checkpoints the rest and removes the WAL file.
     """
     backend = sa.make_url(url).get_backend_name()
     if backend != "sqlite":
@@ -77,6 +83,7 @@ def _sqlite_bulk_on_connect(dbapi_connection: Any, record: Any) -> None:
     try:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_MIB * 1024}")  # negative: KiB
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_PAGES}")
     finally:
         cursor.close()
 
