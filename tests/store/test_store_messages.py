@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.engine import Engine
 from store_support import patient, provenance
 
 from unified_record.store import InboundMessage, ResourceRow, UnitOfWork
+from unified_record.store import messages as messages_module
 
 HL7 = b"MSH|^~\\&|PAS|RXX|UR|UR|20250101120000||ADT^A01|MSG0001|P|2.4\rPID|1||9434765919\r"
 
@@ -143,3 +145,20 @@ def test_duplicate_race_keeps_the_rest_of_the_transaction(
             sa.select(InboundMessage).where(InboundMessage.feed == "council_asc")
         ).all()
         assert len(rows) == 1
+
+
+def test_message_ids_grow_with_time_and_do_not_repeat(uow: UnitOfWork,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids are appended at the end of the B-trees that hold them (store.messages)."""
+    clock = iter([1_700_000_000_000_000_000, 1_700_000_000_000_000_000, 1_700_000_000_002_000_000])
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
+    ids = [messages_module.new_message_id() for _ in range(3)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert ids[0][:12] == ids[1][:12] == f"{1_700_000_000_000:012x}" and ids[0] != ids[1]
+    assert ids[2][:12] == f"{1_700_000_000_002:012x}" and ids[2] > max(ids[:2])
+    monkeypatch.undo()
+    with uow:
+        stored = [uow.messages.add("acute_adt", HL7 + str(n).encode())[0].id for n in range(3)]
+        uow.commit()
+    times = [i[:12] for i in stored]
+    assert times == sorted(times) and len(set(stored)) == 3

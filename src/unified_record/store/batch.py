@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from unified_record.store.crypto import BlindIndexer, Cipher, raw_aad
-from unified_record.store.messages import MessageRepository
+from unified_record.store.messages import MessageRepository, new_message_id
 from unified_record.store.models import (
     MESSAGE_STATUSES,
     InboundMessage,
@@ -496,7 +496,7 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
         if existing is not None:
             results.append(StoredMessage(existing.id, False, existing.status, existing.attempts))
             continue
-        message_id = uuid.uuid4().hex
+        message_id = new_message_id()
         envelope = cipher.encrypt(message.raw, raw_aad(message_id))
         rows.append((message_id, feed, now, content_hash, message.control_id, "pending", None,
                      message.locator, cipher.key_id_of(envelope), envelope, 0))
