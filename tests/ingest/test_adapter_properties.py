@@ -649,6 +649,25 @@ def test_fhir_null_given_with_its_extension_is_accepted() -> None:
     check(prepared)
 
 
+@pytest.mark.parametrize(("where", "value", "path"), [
+    ("identifier", [{"value": "1"}, {"type": {"coding": [None]}}],
+     "identifier.1.type.coding.0"),
+    ("extension", [{"url": "https://example.org/x",
+                    "extension": [{"url": "y", "valueCodeableConcept": {"coding": [{}, None]}}]}],
+     "extension.0.extension.0.valueCodeableConcept.coding.1"),
+    ("_birthDate", {"extension": [None]}, "_birthDate.extension.0"),
+])
+def test_fhir_null_deep_inside_a_resource_is_found_and_named(where: str, value: Any,
+                                                              path: str) -> None:
+    """The null check walks every object and array, however nested (and `_x` twins too)."""
+    doc = json.loads(SMALL_BUNDLE)
+    patient = next(e["resource"] for e in doc["entry"]
+                   if e["resource"]["resourceType"] == "Patient")
+    patient[where] = value
+    prepared = prepare(MAPPING["gp_fhir"], json.dumps(doc).encode())
+    assert prepared.error is not None and f"{path}: null without an extension" in prepared.error
+
+
 # --- mapping mistakes fail when the mapping loads, not on every message ---------------------
 
 

@@ -212,7 +212,42 @@ def _is_resource_type(name: Any) -> bool:
 
 def _check_nulls(resource: dict[str, Any], rtype: str) -> None:
     """FHIR JSON allows null only in a primitive array whose `_name` twin holds an extension
-    at that position (fhir.resources lets stray nulls through); raise InvalidResource."""
+    at that position (fhir.resources lets stray nulls through); raise InvalidResource,
+    naming where (the path is built only then: nearly every resource has none)."""
+    if _has_stray_null(resource):
+        _raise_stray_null(resource, rtype)
+
+
+def _stray_null(node: dict[str, Any], key: str, value: list[Any]) -> int | None:
+    """The position of the first null in `node[key]` without an extension in `_key`."""
+    if key.startswith("_") or None not in value:
+        return None
+    twin = node.get(f"_{key}")
+    for i, item in enumerate(value):
+        if item is None and not (isinstance(twin, list) and len(twin) == len(value)
+                                 and twin[i] is not None):
+            return i
+    return None
+
+
+def _has_stray_null(resource: dict[str, Any]) -> bool:
+    stack: list[Any] = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, list):
+                    if _stray_null(node, key, value) is not None:
+                        return True
+                    stack.append(value)
+                elif isinstance(value, dict):
+                    stack.append(value)
+    return False
+
+
+def _raise_stray_null(resource: dict[str, Any], rtype: str) -> None:
     stack: list[tuple[Any, str]] = [(resource, "")]
     while stack:
         node, path = stack.pop()
@@ -223,30 +258,27 @@ def _check_nulls(resource: dict[str, Any], rtype: str) -> None:
             continue
         for key, value in node.items():
             where = f"{path}.{key}" if path else key
-            if isinstance(value, list) and not key.startswith("_"):
-                twin = node.get(f"_{key}")
-                for i, item in enumerate(value):
-                    if item is None and not (isinstance(twin, list) and len(twin) == len(value)
-                                             and twin[i] is not None):
-                        raise InvalidResource(f"{rtype} invalid: {where}.{i}: null without "
-                                              f"an extension in _{key}")
+            if isinstance(value, list) and (i := _stray_null(node, key, value)) is not None:
+                raise InvalidResource(f"{rtype} invalid: {where}.{i}: null without "
+                                      f"an extension in _{key}")
             stack.append((value, where))
 
 
 def _too_deep(data: Any) -> bool:
-    """True when objects and arrays nest deeper than MAX_DEPTH (walked without recursion)."""
-    stack = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = list(node.values())
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    """True when objects and arrays nest deeper than MAX_DEPTH (walked level by level,
+    without recursion, holding only the objects and arrays of one level at a time)."""
+    level = [data] if isinstance(data, dict | list) else []
+    depth = 1
+    while level:
         if depth > MAX_DEPTH:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        below = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 
