@@ -10,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 from audit_support import drop_guards, event, forge, new_signer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from unified_record.audit import AuditLog, AuditSigner, verify_audit_log
@@ -195,3 +197,18 @@ def test_the_database_hashes_as_the_chain_rule_says(log: AuditLog, engine: Engin
             assert entry_hash == chain_hash(prev, canonical_json(json.loads(stored)))
             prev = entry_hash
     assert verify_audit_log(engine, _keys(signer)).ok
+
+
+_EVENT_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _EVENT_VALUES, max_size=6))
+def test_canonical_json_is_the_bytes_json_wrote(value: dict[str, object]) -> None:
+    """Entries and checkpoints written before canonical JSON moved to orjson must hash and
+    verify the same: non-ASCII, control characters, big integers, key order, as `json`."""
+    assert canonical_json(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

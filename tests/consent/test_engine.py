@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from consent_support import CLIENT, NOW, caller, consent, grant, policy, policy_copy
+from consent_support import CLIENT, CONSENT_DIR, NOW, caller, consent, grant, policy, policy_copy
 
 from unified_record.consent.engine import (
     Candidate,
     ClientState,
     ResourceFacts,
+    _best_rule,
+    _winning_rule,
     decide,
     filter_permitted,
 )
@@ -341,3 +343,21 @@ def test_reasons_never_carry_content() -> None:
                           (consent(categories=["mental_health"]),), now=NOW)
         assert secret not in " ".join(decision.reasons)
         assert all("rule " in r or "consent " in r or "purpose" in r for r in decision.reasons)
+
+
+
+def test_each_rule_is_worked_out_once_and_the_same_in_any_order() -> None:
+    """The winning rule is remembered per (role, purpose, class, category): asked in any
+    order, each combination gets what working it out afresh gives, and is kept apart."""
+    shared = load_policy(CONSENT_DIR)
+    keys = [(role, purpose, resource_class, category)
+            for role in shared.roles for purpose in shared.purposes
+            for resource_class in (*shared.resource_classes, None)
+            for category in (*shared.categories, None)]
+    winners = set()
+    for key in (*keys, *reversed(keys)):
+        _, rule = _winning_rule(shared, *key)
+        assert rule == _best_rule(shared, *key)
+        winners.add(rule.id if rule else None)
+    assert len(shared.rule_memo) == len(keys)
+    assert len(winners) > 5  # the combinations do not all share one answer

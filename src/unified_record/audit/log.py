@@ -52,6 +52,7 @@ from unified_record.store.governance_models import (
     AuditCheckpointRow,
     AuditEntryRow,
 )
+from unified_record.store.resources import body_json
 
 __all__ = [
     "AuditLog",
@@ -98,8 +99,11 @@ class AuditRecord:
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    """Keys sorted, no insignificant space, UTF-8: `json.dumps(value, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`'s bytes, written by orjson (`body_json`),
+    several times faster on an event. `audit.verify` hashes the stored text, so entries
+    written before by `json` verify as they did."""
+    return body_json(value)
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:

@@ -205,6 +205,14 @@ def filter_permitted(
 
 def _winning_rule(policy: Policy, role: str, purpose: str, resource_class: str | None,
                   category: str | None) -> tuple[str | None, Rule | None]:
+    key = (role, purpose, resource_class, category)
+    if key not in policy.rule_memo:
+        policy.rule_memo[key] = _best_rule(policy, *key)
+    return category, policy.rule_memo[key]
+
+
+def _best_rule(policy: Policy, role: str, purpose: str, resource_class: str | None,
+               category: str | None) -> Rule | None:
     best: Rule | None = None
     for rule in policy.rules:
         if not (_names(rule.role, role) and _names(rule.purpose, purpose)
@@ -216,7 +224,7 @@ def _winning_rule(policy: Policy, role: str, purpose: str, resource_class: str |
                 rule.specificity == best.specificity and rule.effect == "deny"
                 and best.effect != "deny"):
             best = rule
-    return category, best
+    return best
 
 
 def _names(values: tuple[str, ...] | None, value: str | None) -> bool:

@@ -156,6 +156,13 @@ class Policy:
                              (str(label.get("system", "")), str(label.get("code", ""))))))
 
     @cached_property
+    def rule_memo(self) -> dict[tuple[str, str, str | None, str | None], Rule | None]:
+        """The winning rule per (role, purpose, resource class, category), as the consent
+        engine works it out (`consent.engine`): a policy never changes once loaded, so each
+        is worked out once."""
+        return {}
+
+    @cached_property
     def _type_classes(self) -> dict[str, str]:
         return {t: name for name, cls in self.resource_classes.items() for t in cls.types}
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,13 +25,15 @@ _DEMOGRAPHICS = frozenset({
 
 
 def apply_obligations(body: Mapping[str, Any], obligations: Iterable[str]) -> dict[str, Any]:
-    """A redacted copy of `body`, which is never changed. The copy has its own top level
-    and `meta` (where labels go, here and in the API's provenance) and shares the other
-    elements with `body` (a deep copy of every permitted resource was a tenth of a
-    search's time): change those only in a copy."""
+    """A redacted copy of `body`, which is never changed. The copy has its own top level,
+    its own `meta` and its own lists in `meta` (labels are only ever added to those, here
+    and in the API's provenance) and shares everything else with `body`, the codings in
+    those lists included (a deep copy of every permitted resource was a tenth of a search's
+    time): change those only in a copy."""
     out = dict(body)
-    if "meta" in out:
-        out["meta"] = copy.deepcopy(out["meta"])
+    if isinstance(meta := out.get("meta"), dict):
+        out["meta"] = {key: list(value) if isinstance(value, list) else value
+                       for key, value in meta.items()}
     wanted = set(obligations)
     if "demographics-only" in wanted:
         out = {key: value for key, value in out.items() if key in _DEMOGRAPHICS}
