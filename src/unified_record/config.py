@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     # Request bodies larger than this are refused with 413 before a route reads them.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # Requests in progress at once in each worker; the rest wait their turn. A request can
-    # hold two database connections (its own, and the audit log's), so keep this at most
-    # half the connection pool (SQLAlchemy's default 5 + 10 overflow: 7).
+    # hold two database connections (its own, and the audit log's): each worker keeps twice
+    # this many open (PostgreSQL's max_connections must allow that for every worker).
     max_concurrent_requests: int = Field(default=7, ge=1, le=1000)
     # The built-in issuer's private signing key (EC P-256 or RSA PEM), as text or as a file
     # (mode 0600). Empty in development means: use the local key file, made on first use.

@@ -10,6 +10,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from unified_record.api.limits import ConcurrencyLimit
 from unified_record.config import Settings, load_settings
+from unified_record.store import make_engine
 
 
 def test_requests_beyond_the_limit_wait_their_turn() -> None:
@@ -49,6 +50,30 @@ def test_requests_beyond_the_limit_wait_their_turn() -> None:
 
 
 def test_limit_comes_from_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().max_concurrent_requests == 7  # half of SQLAlchemy's 5 + 10 pool
+    assert Settings().max_concurrent_requests == 7
     monkeypatch.setenv("UR_MAX_CONCURRENT_REQUESTS", "3")
     assert load_settings().max_concurrent_requests == 3
+
+
+def test_each_worker_keeps_open_every_connection_its_requests_can_hold(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection opened past the pool and closed after one request costs a new PostgreSQL
+    backend, which reads the catalog and plans every statement afresh (under load that was
+    over a hundred new backends a minute)."""
+    from unified_record.api import app as app_module
+
+    asked: dict[str, object] = {}
+    real = app_module.make_engine
+
+    def spy(url: str, **kwargs: object) -> object:
+        asked.update(kwargs)
+        return real(url, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app_module, "make_engine", spy)
+    app = app_module.create_app(settings.model_copy(update={"max_concurrent_requests": 4}))
+    app.state.pipeline.close()
+    app.state.engine.dispose()
+    assert asked["pool_size"] == 8
+    postgresql = make_engine("postgresql+psycopg://u@127.0.0.1:1/none", pool_size=8)
+    assert (postgresql.pool.size(), postgresql.pool._max_overflow) == (8, 10)  # type: ignore[attr-defined]
+    assert make_engine("postgresql+psycopg://u@127.0.0.1:1/none").pool.size() == 5  # type: ignore[attr-defined]

@@ -33,6 +33,9 @@ from unified_record.store import OAuthClientRepository, make_engine, make_sessio
 __all__ = ["create_app"]
 
 
+CONNECTIONS_PER_REQUEST = 2  # its own, and the audit log's (`config.max_concurrent_requests`)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     check_serving_settings(settings)
@@ -40,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fhir_base, token_url = f"{base}/fhir", f"{base}/oauth/token"
     signing_key = load_or_create_signing_key(settings)
     keyring, blind_index = load_or_create_keys(settings)
-    engine = make_engine(settings.database_url)
+    # Every connection the requests in progress can hold at once stays open (`make_engine`).
+    engine = make_engine(settings.database_url,
+                         pool_size=CONNECTIONS_PER_REQUEST * settings.max_concurrent_requests)
     enforcement = EnforcementPoint.from_settings(settings, engine, keyring)  # bad policy: stop
 
     issuers = [builtin_issuer(signing_key, base, fhir_base)]

@@ -18,8 +18,13 @@ BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in mem
 BULK_WAL_PAGES = 100_000  # SQLite pages (4 KiB) a bulk load's WAL grows to between checkpoints
 
 
-def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
+def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = None) -> Engine:
     """An engine tuned for its backend.
+
+    `pool_size` (PostgreSQL): connections kept open for reuse; past it, up to 10 more are
+    opened and closed again after each use. A server should keep every connection its
+    requests can hold at once (the API: `api.app`): each one opened afresh costs a new
+    PostgreSQL backend, which must read the catalog and plan every statement anew.
 
     SQLite: WAL (readers never block the writer), foreign keys on, and SQLAlchemy emits BEGIN
     itself so that SELECTs, DDL and SAVEPOINTs all run inside real transactions.
@@ -41,7 +46,8 @@ def make_engine(url: str, *, bulk_load: bool = False) -> Engine:
     """
     backend = sa.make_url(url).get_backend_name()
     if backend != "sqlite":
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True,
+                                  **({"pool_size": pool_size} if pool_size else {}))
         if bulk_load and backend == "postgresql":
             sa.event.listen(engine, "connect", _postgresql_bulk_on_connect)
         return engine
