@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,8 +158,11 @@ class Server:
         self.consent = consent
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # libpq names each of this server's backends so that its CPU is told apart from
+        # other clients' of the same database (pg_stat_activity.application_name)
+        self.application_name = f"ur-bench-{self.port}"
         self.env = {**env, "UR_HOST": "127.0.0.1", "UR_PORT": str(self.port),
-                    "UR_WORKERS": str(workers)}
+                    "UR_WORKERS": str(workers), "PGAPPNAME": self.application_name}
         self.env.pop("UR_PUBLIC_URL", None)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -221,7 +224,7 @@ def token(base: str, client_id: str, key: ECKey, post: Callable[..., Any] = http
 
 async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name: str,
                    concurrency: int, seconds: float, warmup: float, think: float = 0.0,
-                   server_cpu: Callable[[], float] = lambda: 0.0) -> Result:
+                   server_cpu: Callable[[], Mapping[int, int]] = dict) -> Result:
     """`concurrency` users, each sending a request, reading the answer, then waiting a
     think time drawn uniformly from [0.5, 1.5] x `think` seconds (none when 0: closed loop,
     every user sends its next request at once)."""
@@ -260,25 +263,26 @@ async def run_load(base: str, headers: dict[str, str], urls: Sequence[str], name
         measuring = False
         result.seconds = time.perf_counter() - started
         result.client_cpu = _cpu() - cpu_before
-        result.server_cpu = server_cpu() - server_before
+        result.server_cpu = cpu_between(server_before, server_cpu())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return result
 
 
-def server_cpu_seconds(server: Server, database_url: str) -> float:
-    """CPU seconds used so far by the server's processes (its session) and by the database
-    backends connected to the bench database: what one request costs the machine, wherever
-    it is spent. The other mode's server idles meanwhile, so its backends add nothing."""
+def server_cpu_ticks(server: Server, database_url: str) -> dict[int, int]:
+    """CPU ticks used so far by each of the server's processes (its session) and each of its
+    database backends (by application name): what one request costs the machine, wherever it
+    is spent. Other clients of the same database (the other mode's server, tests running
+    beside the bench) are left out."""
     engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         backends = set(conn.execute(sa.text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()")).scalars())
+            "SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": server.application_name}).scalars())
     engine.dispose()
     assert server.process is not None
-    ticks = 0
+    ticks = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -288,8 +292,15 @@ def server_cpu_seconds(server: Server, database_url: str) -> float:
             continue
         # fields[3] is the session id, fields[11] and [12] user and system time (ticks)
         if int(fields[3]) == server.process.pid or int(entry.name) in backends:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def cpu_between(before: Mapping[int, int], after: Mapping[int, int]) -> float:
+    """CPU seconds the processes alive at the end used since `before`, one by one: a process
+    that ended meanwhile drops out of both ends, never subtracting its whole life."""
+    used = sum(ticks - before.get(pid, 0) for pid, ticks in after.items())
+    return used / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu() -> float:
@@ -366,7 +377,7 @@ def measure(scenario: str, modes: Sequence[bool], rounds: int, env: dict[str, st
                 part = asyncio.run(run_load(
                     server.base, headers, urls[consent], result.name, args.concurrency,
                     seconds, args.warmup, args.think_time,
-                    functools.partial(server_cpu_seconds, server, args.database_url)))
+                    functools.partial(server_cpu_ticks, server, args.database_url)))
                 result.merge(part)
                 say(f"  errors: {part.error_kinds or 'none'}")
     return list(pooled.values())
