@@ -408,6 +408,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--server-log", type=Path, default=None,
                         help="append the server's standard error here")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="write an SVG chart of each request's p50, p95 and p99 here")
     args = parser.parse_args()
     if not args.database_url.startswith("postgresql") or not args.data_dir:
         raise SystemExit("set UR_DATABASE_URL (PostgreSQL) and UR_DATA_DIR, or pass "
@@ -441,6 +443,99 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(result.row())
+    ratios = consent_ratios(results)
+    if ratios:
+        print()
+        print("\n".join(ratios))
+    if args.plot:
+        args.plot.write_text(svg_chart(results, f"{people:,} active clients, "
+                                                f"{args.concurrency} users, {think}"))
+        say(f"chart written to {args.plot}")
+
+
+# -- what the figures say ------------------------------------------------------------------------
+
+ISSUE_7_LIMIT = 1.2  # consent and audit on: within 20% of the figures without them
+TARGET_P95_MS = {"GET /fhir/Patient?identifier=…": 50.0,  # issue 6
+                 "GET /fhir/Patient/{id}/$everything": 150.0}
+
+
+def consent_ratios(results: Sequence[Result]) -> list[str]:
+    """One line per request measured in both modes: p50 and p95 with consent and audit on
+    over off, and whether the p95 is within issue 7's 20%."""
+    off = {r.name.removesuffix(OFF): r for r in results if r.name.endswith(OFF)}
+    lines = []
+    for on in results:
+        if on.name.endswith(OFF) or on.name not in off:
+            continue
+        p95 = on.percentile(95) / off[on.name].percentile(95)
+        p50 = on.percentile(50) / off[on.name].percentile(50)
+        verdict = "within" if round(p95, 2) <= ISSUE_7_LIMIT else "over"
+        lines.append(f"{on.name}: consent and audit on / off: p50 {p50:.2f} times, p95 "
+                     f"{p95:.2f} times ({verdict} issue 7's {ISSUE_7_LIMIT:g})")
+    return lines
+
+
+def svg_chart(results: Sequence[Result], subtitle: str) -> str:
+    """Each request's latency as a bar to its p95, a paler bar on to its p99 and a tick at
+    its p50; with both modes, a dashed mark at 1.2 times the p95 without consent (issue 7)
+    and, for the two scenarios, issue 6's p95 target."""
+    width, left, right, bar, gap = 760, 290, 170, 22, 6
+    off = {r.name.removesuffix(OFF): r for r in results if r.name.endswith(OFF)}
+    base = [r for r in results if not r.name.endswith(OFF)] + [
+        r for name, r in off.items() if name not in {x.name for x in results}]
+    rows = [(r, off.get(r.name)) for r in base]
+    finite = [v for r in results for v in (r.percentile(99),) if math.isfinite(v)]
+    targets = {r.name: TARGET_P95_MS.get(r.name.removesuffix(OFF)) for r, _ in rows}
+    top = max([*finite, *(t for t in targets.values() if t), 1.0]) * 1.05
+    scale = (width - left - right) / top
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{{height}}" '
+             'font-family="sans-serif" font-size="12">',
+             "<title>API latency with consent and audit on and off</title>",
+             '<text x="10" y="22" font-size="15">FHIR API latency under load: p50 (tick), '
+             'p95 (bar), p99 (pale)</text>',
+             f'<text x="10" y="42">{_xml(subtitle)}</text>']
+    y = 60
+    for on, without in rows:
+        pair = [(on, "on" if without else "", "#1d70b8"),
+                *([(without, "off", "#505a5f")] if without else [])]
+        parts.append(f'<text x="10" y="{y + 14}" font-weight="bold">{_xml(on.name)}</text>')
+        y += 20
+        for result, mode, colour in pair:
+            p50, p95, p99 = (result.percentile(q) for q in (50, 95, 99))
+            label = f"consent and audit {mode}" if mode else "measured"
+            parts += [
+                f'<text x="20" y="{y + bar * 0.7:.0f}">{label}</text>',
+                f'<rect x="{left}" y="{y}" width="{p99 * scale:.1f}" height="{bar}" '
+                f'fill="{colour}" fill-opacity="0.3"/>',
+                f'<rect class="p95" x="{left}" y="{y}" width="{p95 * scale:.1f}" '
+                f'height="{bar}" fill="{colour}"/>',
+                f'<line x1="{left + p50 * scale:.1f}" y1="{y}" x2="{left + p50 * scale:.1f}" '
+                f'y2="{y + bar}" stroke="white" stroke-width="2"/>',
+                f'<text x="{left + p99 * scale + 6:.1f}" y="{y + bar * 0.7:.0f}">'
+                f'{p50:.0f} / {p95:.0f} / {p99:.0f} ms</text>']
+            y += bar + gap // 2
+        target = targets[on.name]
+        target = targets[on.name]
+        top_y, bottom_y = y - len(pair) * (bar + gap // 2) - 2, y + 2
+        marks = [(target, "#8a8e91", "issue 6 target", top_y - 4)] if target else []
+        if without:
+            marks.append((ISSUE_7_LIMIT * without.percentile(95), "#d4351c",
+                          f"{ISSUE_7_LIMIT:g} x p95 off (issue 7)", bottom_y + 12))
+        for value, colour, text, text_y in marks:
+            x = left + value * scale
+            parts += [f'<line class="mark" x1="{x:.1f}" y1="{top_y}" x2="{x:.1f}" '
+                      f'y2="{bottom_y}" stroke="{colour}" stroke-dasharray="4 3"/>',
+                      f'<text x="{x + 4:.1f}" y="{text_y}" fill="{colour}" '
+                      f'font-size="11">{text}</text>']
+        y += 26 + gap
+    parts[0] = parts[0].replace("{height}", str(y + 10))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import sqlalchemy as sa
@@ -36,12 +37,13 @@ def population(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 @needs_pg
 def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
-        population: dict[str, str]) -> None:
+        population: dict[str, str], tmp_path: Path) -> None:
+    chart = tmp_path / "latency.svg"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "api_load.py"), "--concurrency", "3",
          "--duration", "2", "--warmup", "0.5", "--think-time", "0.05", "--sample", "20",
-         "--consent", "both", "--rounds", "2"], env=population, capture_output=True,
-        text=True, timeout=600)
+         "--consent", "both", "--rounds", "2", "--plot", str(chart)], env=population,
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(round 2 of 2)" in done.stderr and "in 2 alternating rounds" in done.stdout
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
@@ -55,6 +57,9 @@ def test_the_bench_drives_both_scenarios_with_consent_on_and_off(
         assert requests > 0 and errors == "0", row  # else "N (what they were)"
         assert float(row[9]) > 0, row  # server CPU per request: the app and its backends
     assert "50 concurrent" not in done.stdout and "3 concurrent users" in done.stdout
+    ratios = [line for line in done.stdout.splitlines() if "consent and audit on / off" in line]
+    assert [line.partition(":")[0] for line in ratios] == names[:2]
+    assert len(ElementTree.parse(chart).getroot().findall(f"{SVG}rect[@class='p95']")) == 4
 
 
 @needs_pg
@@ -111,3 +116,36 @@ def test_the_server_cpu_leaves_out_other_clients_of_the_same_database() -> None:
         server.process.wait()
     assert between_others < 0.05, between_others
     assert between_ours > 0.1, between_ours
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _result(name: str, milliseconds: list[float]) -> api_load.Result:
+    return api_load.Result(name, 60.0, [m / 1000 for m in milliseconds])
+
+
+def test_the_ratios_and_the_chart_say_what_the_latencies_were() -> None:
+    search = "GET /fhir/Patient?identifier=…"
+    everything = "GET /fhir/Patient/{id}/$everything"
+    results = [_result(search, [20.0] * 50 + [60.0] * 50),  # p50 20, p95 60
+               _result(everything, [30.0] * 96 + [90.0] * 4),  # p50 30, p95 30
+               _result(search + api_load.OFF, [10.0] * 50 + [40.0] * 50),  # p50 10, p95 40
+               _result(everything + api_load.OFF, [25.0] * 100)]
+    assert api_load.consent_ratios(results) == [
+        f"{search}: consent and audit on / off: p50 2.00 times, p95 1.50 times "
+        "(over issue 7's 1.2)",
+        f"{everything}: consent and audit on / off: p50 1.20 times, p95 1.20 times "
+        "(within issue 7's 1.2)"]
+    assert api_load.consent_ratios(results[2:]) == []  # one mode: nothing to compare
+
+    svg = ElementTree.fromstring(api_load.svg_chart(results, "subtitle"))
+    bars = [float(bar.get("width", "")) for bar in svg.findall(f"{SVG}rect[@class='p95']")]
+    assert len(bars) == 4  # on, off for the search; on, off for $everything
+    assert bars[0] / bars[1] == pytest.approx(60 / 40, rel=1e-2)
+    assert bars[2] / bars[3] == pytest.approx(30 / 25, rel=1e-2)
+    left = float(svg.findall(f"{SVG}rect[@class='p95']")[0].get("x", ""))
+    marks = [float(line.get("x1", "")) - left for line in svg.findall(f"{SVG}line[@class='mark']")]
+    # issue 6's target (50 ms) and 1.2 x the p95 off (48 ms) for the search; 150 and 30 ms
+    scale = bars[1] / 40
+    assert marks == pytest.approx([50 * scale, 48 * scale, 150 * scale, 30 * scale], rel=1e-2)
