@@ -7,7 +7,8 @@
     unified-record ingest /tmp/apibench/ds100k
     unified-record link
     # then, as often as wanted (reuses that database; starts and stops the server itself)
-    .venv/bin/python bench/api_load.py --consent both --rounds 6   # issues 6 and 7
+    .venv/bin/python bench/api_load.py --consent both --rounds 6 \
+        --plot docs/api-latency.svg                                 # issues 6 and 7
     .venv/bin/python bench/api_load.py --think-time 0       # closed loop: the ceiling
 
 Two scenarios, one after the other, each against a freshly started server after one
@@ -23,7 +24,9 @@ taken out (bench/serve_unguarded.py, kept out of the package so that the service
 no such switch). This machine's speed drifts by up to twice within minutes, so one run of
 each mode after the other can favour either: `--rounds N` runs both servers side by side
 and moves the load between them in N alternating rounds (on, off, off, on, ...), each
-mode's figures pooled over its rounds.
+mode's figures pooled over its rounds. With both modes it prints each request's p50 and p95
+with consent and audit over without, against issue 7's 1.2; `--plot` draws every request's
+p50, p95 and p99 with issue 6's target and 1.2 times the p95 without consent marked.
 
 A client is a partner system's user: it sends a request, reads the answer, and waits a think
 time (uniform 0.5 to 1.5 s by default, as locust's `between(0.5, 1.5)`) before the next, so
