@@ -463,16 +463,23 @@ TARGET_P95_MS = {"GET /fhir/Patient?identifier=…": 50.0,  # issue 6
                  "GET /fhir/Patient/{id}/$everything": 150.0}
 
 
+def paired(results: Sequence[Result]) -> list[tuple[Result, Result | None]]:
+    """Each request with consent and audit on beside the same request off (None if it was
+    measured in one mode only; a run of only `--consent off` gives its results alone)."""
+    off = {r.name.removesuffix(OFF): r for r in results if r.name.endswith(OFF)}
+    return ([(r, off.get(r.name)) for r in results if not r.name.endswith(OFF)]
+            or [(r, None) for r in results])
+
+
 def consent_ratios(results: Sequence[Result]) -> list[str]:
     """One line per request measured in both modes: p50 and p95 with consent and audit on
     over off, and whether the p95 is within issue 7's 20%."""
-    off = {r.name.removesuffix(OFF): r for r in results if r.name.endswith(OFF)}
     lines = []
-    for on in results:
-        if on.name.endswith(OFF) or on.name not in off:
+    for on, off in paired(results):
+        if off is None:
             continue
-        p95 = on.percentile(95) / off[on.name].percentile(95)
-        p50 = on.percentile(50) / off[on.name].percentile(50)
+        p95 = on.percentile(95) / off.percentile(95)
+        p50 = on.percentile(50) / off.percentile(50)
         verdict = "within" if round(p95, 2) <= ISSUE_7_LIMIT else "over"
         lines.append(f"{on.name}: consent and audit on / off: p50 {p50:.2f} times, p95 "
                      f"{p95:.2f} times ({verdict} issue 7's {ISSUE_7_LIMIT:g})")
@@ -484,11 +491,8 @@ def svg_chart(results: Sequence[Result], subtitle: str) -> str:
     its p50; with both modes, a dashed mark at 1.2 times the p95 without consent (issue 7)
     and, for the two scenarios, issue 6's p95 target."""
     width, left, right, bar, gap = 760, 290, 170, 22, 6
-    off = {r.name.removesuffix(OFF): r for r in results if r.name.endswith(OFF)}
-    base = [r for r in results if not r.name.endswith(OFF)] + [
-        r for name, r in off.items() if name not in {x.name for x in results}]
-    rows = [(r, off.get(r.name)) for r in base]
-    finite = [v for r in results for v in (r.percentile(99),) if math.isfinite(v)]
+    rows = paired(results)
+    finite = [p99 for r in results if math.isfinite(p99 := r.percentile(99))]
     targets = {r.name: TARGET_P95_MS.get(r.name.removesuffix(OFF)) for r, _ in rows}
     top = max([*finite, *(t for t in targets.values() if t), 1.0]) * 1.05
     scale = (width - left - right) / top

@@ -149,3 +149,7 @@ def test_the_ratios_and_the_chart_say_what_the_latencies_were() -> None:
     # issue 6's target (50 ms) and 1.2 x the p95 off (48 ms) for the search; 150 and 30 ms
     scale = bars[1] / 40
     assert marks == pytest.approx([50 * scale, 48 * scale, 150 * scale, 30 * scale], rel=1e-2)
+
+    alone = ElementTree.fromstring(api_load.svg_chart(results[2:], "--consent off only"))
+    assert len(alone.findall(f"{SVG}rect[@class='p95']")) == 2  # each drawn on its own
+    assert len(alone.findall(f"{SVG}line[@class='mark']")) == 2  # issue 6's targets only

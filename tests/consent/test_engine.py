@@ -345,7 +345,6 @@ def test_reasons_never_carry_content() -> None:
         assert all("rule " in r or "consent " in r or "purpose" in r for r in decision.reasons)
 
 
-
 def test_each_rule_is_worked_out_once_and_the_same_in_any_order() -> None:
     """The winning rule is remembered per (role, purpose, class, category): asked in any
     order, each combination gets what working it out afresh gives, and is kept apart."""
