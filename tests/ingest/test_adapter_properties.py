@@ -643,6 +643,27 @@ def test_fhir_null_in_primitive_array_needs_an_extension() -> None:
         "entry 0: Patient invalid: name.0.given.0: null without an extension in _given")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le", "utf-8-sig"])
+def test_fhir_null_is_found_in_any_json_encoding(encoding: str) -> None:
+    """The null walk is skipped only for UTF-8 text without the token `null`: a Bundle in
+    UTF-16 or UTF-32 (which JSON allows) holds no such bytes, yet may hold a null."""
+    text = _with_null_given(extension=False).decode()
+    prepared = prepare(MAPPING["gp_fhir"], text.encode(encoding))
+    assert prepared.error == (
+        "entry 0: Patient invalid: name.0.given.0: null without an extension in _given")
+
+
+def test_fhir_bundle_without_nulls_is_not_changed_by_skipping_the_walk() -> None:
+    """A value that merely contains the letters "null" takes the full walk, and passes."""
+    doc = json.loads(SMALL_BUNDLE)
+    patient = next(e["resource"] for e in doc["entry"]
+                   if e["resource"]["resourceType"] == "Patient")
+    patient["name"][0]["family"] = "Nullwood"
+    prepared = prepare(MAPPING["gp_fhir"], json.dumps(doc).encode())
+    assert prepared.error is None
+    check(prepared)
+
+
 def test_fhir_null_given_with_its_extension_is_accepted() -> None:
     prepared = prepare(MAPPING["gp_fhir"], _with_null_given(extension=True))
     assert prepared.error is None
