@@ -16,6 +16,7 @@ from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline
 from unified_record.ingest import prepare as prepare_module
 from unified_record.ingest.pipeline import BATCH_SIZE, BULK_BATCH_SIZE
+from unified_record.ingest.search_values import fold_name
 from unified_record.store.models import InboundMessage, ResourceRow, ResourceVersionRow
 
 CSV_AND_FHIR = ["council_adult_social_care", "council_childrens_social_care",
@@ -287,3 +288,51 @@ def test_a_message_that_trips_a_fault_is_quarantined_and_the_rest_go_on(
         reasons = [m.reason or "" for m in uow.messages.quarantined()]
     assert any("could not be prepared: RuntimeError at test_pipeline.py:" in r for r in reasons)
     assert not any("Grace" in r or "9434765919" in r for r in reasons)
+
+
+def _has_lookup_index(engine: sa.Engine) -> bool:
+    return "ix_search_index_param_value_hash" in {
+        i["name"] for i in sa.inspect(engine).get_indexes("search_index")}
+
+
+def test_a_bulk_load_into_an_empty_store_builds_the_lookup_index_at_its_end(
+        database_url: str) -> None:
+    """The blind index's (param, value hash) index is left out while a bulk load fills an
+    empty store (store.db.lookup_index_deferred) and built once it ends, even when the load
+    fails; a load into a store that holds resources, or one that is not a bulk load, keeps
+    it all along. Searches find what the load stored either way."""
+    keyring, blind_index = make_keys()
+    seen: list[bool] = []
+    for bulk_load, feed in [(True, "community_health"), (True, "council_adult_social_care"),
+                            (False, "council_childrens_social_care")]:
+        with Pipeline(database_url, keyring, blind_index, MAPPINGS, bulk_load=bulk_load,
+                      batch_size=20) as p:
+            seen.clear()
+            p.on_patients = lambda _ids: seen.append(_has_lookup_index(p.engine))
+            p.ingest_path(feed, SAMPLE / feed)
+            assert seen and seen == [seen[0]] * len(seen)
+            assert seen[0] is (feed != "community_health"), f"{feed}: only the first defers"
+            assert _has_lookup_index(p.engine)
+            with p.uow() as uow:
+                patient = uow.session.scalars(sa.select(ResourceRow.id).where(
+                    ResourceRow.source_feed == feed,
+                    ResourceRow.resource_type == "Patient").limit(1)).one()
+                body = uow.resources.get("Patient", patient)
+                assert body is not None
+                family = fold_name(body["name"][0]["family"])
+                assert patient in uow.resources.search("Patient", "family", family)
+        p.engine.dispose()
+
+
+def test_a_failed_bulk_load_still_builds_the_lookup_index(database_url: str) -> None:
+    keyring, blind_index = make_keys()
+
+    def fail(_ids: list[str]) -> None:
+        raise RuntimeError("the matcher failed")
+
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, bulk_load=True,
+                  batch_size=20, on_patients=fail) as p:
+        with pytest.raises(RuntimeError, match="matcher"):
+            p.ingest_path("community_health", SAMPLE / "community_health")
+        assert _has_lookup_index(p.engine)
+    p.engine.dispose()

@@ -47,7 +47,11 @@ from unified_record.store.batch import (
     mark_messages,
     seal_new,
 )
-from unified_record.store.db import make_session_factory, refresh_statistics
+from unified_record.store.db import (
+    lookup_index_deferred,
+    make_session_factory,
+    refresh_statistics,
+)
 
 ProgressCallback = Callable[[int], None]
 
@@ -214,6 +218,7 @@ class Pipeline:
         self.mappings_dir = mappings_dir
         self.mappings = load_mappings(mappings_dir)
         self.batch_size = batch_size
+        self.bulk_load = bulk_load
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._batches_stored = 0
@@ -289,6 +294,15 @@ class Pipeline:
     def _ingest_streams(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
                         results: dict[str, IngestStats],
                         on_messages: ProgressCallback | None) -> None:
+        if not self.bulk_load:
+            self._ingest_in_order(streams, results, on_messages)
+            return
+        with lookup_index_deferred(self.engine):
+            self._ingest_in_order(streams, results, on_messages)
+
+    def _ingest_in_order(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
+                         results: dict[str, IngestStats],
+                         on_messages: ProgressCallback | None) -> None:
         in_flight: _InFlight = deque()
         for feed, messages in streams:
             for batch in _batches(messages, self.batch_size):

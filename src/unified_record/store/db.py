@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "migrate", "refresh_statistics"]
+__all__ = ["lookup_index_deferred", "make_engine", "make_session_factory", "migrate",
+           "refresh_statistics"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in memory
@@ -129,6 +132,45 @@ def migrate(url: str | Engine, revision: str = "head") -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            if revision == "head":  # a bulk load that was killed may have left it dropped
+                _deferred_index().create(connection, checkfirst=True)
     finally:
         if isinstance(url, str):
             engine.dispose()
+
+
+def _deferred_index() -> sa.Index:
+    from unified_record.store.models import SearchIndexRow
+
+    table = SearchIndexRow.__table__
+    assert isinstance(table, sa.Table)
+    return next(i for i in table.indexes if i.name == "ix_search_index_param_value_hash")
+
+
+@contextmanager
+def lookup_index_deferred(engine: Engine) -> Iterator[bool]:
+    """During a bulk load into an empty store, leave out the blind index's lookup index
+    (param, value hash) and build it once at the end; yields whether it did.
+
+    Each row's keyed hash is random, so every batch's commit rewrote most of that index's
+    pages (at 100,000 people: a quarter of the loading process's CPU went to the search
+    index); built at the end from sorted rows it takes a few seconds. Nothing a load reads
+    needs it: the ingest pipeline finds resources by id and source record, and the client
+    index is empty until the first `link`. Searches that run meanwhile are correct but scan.
+    A load into a store that already holds resources keeps the index as it goes (the
+    rebuild would cost more than the load saves). If the process dies first, the next
+    `migrate` (every command and the API run it at start) builds the index again.
+    """
+    from unified_record.store.models import SearchIndexRow
+
+    index = _deferred_index()
+    with engine.begin() as connection:
+        empty = connection.execute(sa.select(SearchIndexRow.id).limit(1)).first() is None
+        if empty:
+            index.drop(connection, checkfirst=True)
+    try:
+        yield empty
+    finally:
+        if empty:
+            with engine.begin() as connection:
+                index.create(connection, checkfirst=True)
