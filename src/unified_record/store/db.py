@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from unified_record.store.models import SearchIndexRow
+
 __all__ = ["lookup_index_deferred", "make_engine", "make_session_factory", "migrate",
            "refresh_statistics"]
 
@@ -140,8 +142,6 @@ def migrate(url: str | Engine, revision: str = "head") -> None:
 
 
 def _deferred_index() -> sa.Index:
-    from unified_record.store.models import SearchIndexRow
-
     table = SearchIndexRow.__table__
     assert isinstance(table, sa.Table)
     return next(i for i in table.indexes if i.name == "ix_search_index_param_value_hash")
@@ -161,8 +161,6 @@ def lookup_index_deferred(engine: Engine) -> Iterator[bool]:
     rebuild would cost more than the load saves). If the process dies first, the next
     `migrate` (every command and the API run it at start) builds the index again.
     """
-    from unified_record.store.models import SearchIndexRow
-
     index = _deferred_index()
     with engine.begin() as connection:
         empty = connection.execute(sa.select(SearchIndexRow.id).limit(1)).first() is None
