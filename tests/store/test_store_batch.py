@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ from store_support import FAMILY, patient, provenance
 
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork
+from unified_record.store import batch as batch_module
 from unified_record.store.batch import (
     NewMessage,
     ResourceBatch,
@@ -172,3 +174,62 @@ def test_add_messages_deduplicates_within_and_across_batches(
         assert rows[first[0].id].locator == "f:1"
     with uow, pytest.raises(ValueError, match="unknown message status"):
         mark_messages(uow.session, [(first[0].id, "lost", None)])
+
+
+def test_a_remembered_unchanged_resource_is_not_opened_and_a_stale_memory_is_harmless(
+    uow: UnitOfWork, cipher: KeyRing, blind_index: BlindIndex,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`known` holds (version, content digest) of what earlier batches committed: a body
+    arriving again unchanged is skipped without opening either body; a changed one, or one
+    whose stored version moved on since, is compared in full as before."""
+    opened: list[int] = []
+    real_open = batch_module.open_body
+    monkeypatch.setattr(batch_module, "open_body",
+                        lambda *a: opened.append(1) or real_open(*a))  # type: ignore[func-returns-value]
+    known: dict[tuple[str, str], tuple[int, bytes]] = {}
+
+    def store(body: dict[str, Any], **source: Any) -> ResourceBatch:
+        sealed = seal_new(cipher, blind_index, body, [], [("family", FAMILY)])
+        assert sealed is not None
+        with uow:
+            batch = ResourceBatch(uow.session, cipher, blind_index, known)
+            batch.put_sealed(sealed, **provenance(**source))
+            batch.flush()
+            uow.commit()
+        known.update(batch.committed)
+        return batch
+
+    def versions() -> list[int]:
+        with uow:
+            return [v.version_id for v in uow.resources.versions("Patient", "p1")]
+
+    store(patient())
+    assert known[("Patient", "p1")][0] == 1
+    store(patient())
+    assert opened == [] and versions() == [1], "unchanged, as remembered: nothing opened"
+    store(patient(gender="female"))
+    assert opened and versions() == [2, 1], "changed: opened, compared, a new version"
+    opened.clear()
+    with uow:  # another writer moves it on; the memory says version 2
+        uow.resources.put(patient(gender="male"), **provenance())
+        uow.commit()
+    store(patient(gender="female"))
+    assert opened and versions() == [4, 3, 2, 1], "stale memory: compared in full"
+    opened.clear()
+    store(patient(gender="female"))
+    assert opened == [] and versions() == [4, 3, 2, 1]
+
+
+def test_a_rolled_back_put_is_not_remembered(
+    uow: UnitOfWork, cipher: KeyRing, blind_index: BlindIndex
+) -> None:
+    sealed = seal_new(cipher, blind_index, patient("b"), [], [])
+    assert sealed is not None
+    with uow:
+        batch = ResourceBatch(uow.session, cipher, blind_index, {})
+        mark = batch.checkpoint()
+        batch.put_sealed(sealed, **provenance(source_record_id="B"))
+        assert ("Patient", "b") in batch.committed
+        batch.rollback_to(mark)
+        assert batch.committed == {}

@@ -17,6 +17,7 @@ the column types' bind processing applied, so what is stored is what SQLAlchemy 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from unified_record.store.resources import (
     _check_type,
     _content,
     _now,
+    body_json,
     open_body,
     seal_body,
 )
@@ -88,6 +90,7 @@ class Sealed:
     last_updated: datetime
     envelope: bytes  # the body, labels applied, meta.versionId "1" and meta.lastUpdated
     index: list[tuple[str, str]]  # (param, keyed hash), sorted
+    content_digest: bytes = b""  # of the body without its version fields (see ResourceBatch)
 
 
 def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, Any],
@@ -108,9 +111,16 @@ def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, A
     rid = body.get("id")
     if not isinstance(rid, str) or not _ID_RE.fullmatch(rid):
         return None
+    digest = content_digest(body)
     now = _now()
     envelope = seal_body(cipher, body, 1, now)
-    return Sealed(resource_type, rid, labels, now, envelope, _digests(blind_index, index_values))
+    return Sealed(resource_type, rid, labels, now, envelope, _digests(blind_index, index_values),
+                  digest)
+
+
+def content_digest(body: Mapping[str, Any]) -> bytes:
+    """A digest of what change detection compares (`_content`): kept in memory only."""
+    return hashlib.blake2b(body_json(_content(body)), digest_size=16).digest()
 
 
 def _digests(blind_index: BlindIndexer, values: Iterable[tuple[str, str]]
@@ -121,10 +131,16 @@ def _digests(blind_index: BlindIndexer, values: Iterable[tuple[str, str]]
 class ResourceBatch:
     """Buffered resource writes for one transaction; call `flush()` before committing."""
 
-    def __init__(self, session: Session, cipher: Cipher, blind_index: BlindIndexer) -> None:
+    def __init__(self, session: Session, cipher: Cipher, blind_index: BlindIndexer,
+                 known: Mapping[Key, tuple[int, bytes]] | None = None) -> None:
+        """`known`: (version id, content digest) of resources as committed earlier (see
+        `committed`); `put_sealed` then needs not open an unchanged resource to see that
+        it is unchanged. A stale entry is harmless: its version id no longer matches."""
         self._session = session
         self._cipher = cipher
         self._index = blind_index
+        self._known = known or {}
+        self.committed: dict[Key, tuple[int, bytes]] = {}  # to add to `known` once committed
         self._states: dict[Key, _State | None] = {}
         self._sources: dict[SourceKey, str | None] = {}
         self._writes: list[_Write] = []
@@ -221,19 +237,28 @@ class ResourceBatch:
         key = (resource_type, resolved)
         provenance = (source_feed, source_org, source_record_id, inbound_message_id)
         current = self._state(key)
+        digest = sealed.content_digest
         if current is None:
             self._buffer(key, current, source, 1, sealed.last_updated, sealed.envelope,
                          sealed.index, sealed.labels, None, provenance)
+            self.committed[key] = (1, digest)
             return
+        if digest and not current.deleted and self._known.get(key) == (current.version_id,
+                                                                         digest):
+            return  # unchanged, as remembered: neither body opened
         body = open_body(self._cipher, sealed.envelope, resource_type, resolved, 1)
         if not current.deleted and _content(self._body(resource_type, resolved, current)
                                             ) == _content(body):
+            if digest:
+                self.committed[key] = (current.version_id, digest)
             return
         version_id = current.version_id + 1  # not new after all: a version of its own
         now = _now()
         envelope = seal_body(self._cipher, body, version_id, now)
         self._buffer(key, current, source, version_id, now, envelope, sealed.index,
                      sealed.labels, body, provenance)
+        if digest:
+            self.committed[key] = (version_id, digest)
 
     def _buffer(self, key: Key, current: _State | None, source: SourceKey | None,
                 version_id: int, now: datetime, envelope: bytes,
@@ -261,6 +286,7 @@ class ResourceBatch:
             self._writes.pop()
             key, state, source, owner = self._undo.pop()
             self._states[key] = state
+            self.committed.pop(key, None)  # what is known of it now may be undone too
             if source is not None:
                 self._sources[source] = owner
 
