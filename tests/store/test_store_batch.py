@@ -233,3 +233,26 @@ def test_a_rolled_back_put_is_not_remembered(
         assert ("Patient", "b") in batch.committed
         batch.rollback_to(mark)
         assert batch.committed == {}
+
+
+def test_within_a_batch_an_unchanged_resource_is_not_opened_either(
+    uow: UnitOfWork, cipher: KeyRing, blind_index: BlindIndex,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HL7 update often follows its admission within one batch: what this batch wrote
+    counts as remembered too."""
+    opened: list[int] = []
+    real_open = batch_module.open_body
+    monkeypatch.setattr(batch_module, "open_body",
+                        lambda *a: opened.append(1) or real_open(*a))  # type: ignore[func-returns-value]
+    with uow:
+        batch = ResourceBatch(uow.session, cipher, blind_index, {})
+        for body in (patient(), patient(), patient(gender="female"), patient(gender="female")):
+            sealed = seal_new(cipher, blind_index, body, [], [])
+            assert sealed is not None
+            batch.put_sealed(sealed, **provenance())
+        batch.flush()
+        uow.commit()
+    assert len(opened) == 2, "only the changed body and the version it replaces"
+    with uow:
+        assert [v.version_id for v in uow.resources.versions("Patient", "p1")] == [2, 1]

@@ -140,7 +140,8 @@ class ResourceBatch:
         self._cipher = cipher
         self._index = blind_index
         self._known = known or {}
-        self.committed: dict[Key, tuple[int, bytes]] = {}  # to add to `known` once committed
+        # what this batch wrote or found unchanged: to add to `known` once it is committed
+        self.committed: dict[Key, tuple[int, bytes]] = {}
         self._states: dict[Key, _State | None] = {}
         self._sources: dict[SourceKey, str | None] = {}
         self._writes: list[_Write] = []
@@ -243,8 +244,8 @@ class ResourceBatch:
                          sealed.index, sealed.labels, None, provenance)
             self.committed[key] = (1, digest)
             return
-        if digest and not current.deleted and self._known.get(key) == (current.version_id,
-                                                                         digest):
+        remembered = self.committed.get(key) or self._known.get(key)  # this batch's first
+        if digest and not current.deleted and remembered == (current.version_id, digest):
             return  # unchanged, as remembered: neither body opened
         body = open_body(self._cipher, sealed.envelope, resource_type, resolved, 1)
         if not current.deleted and _content(self._body(resource_type, resolved, current)
