@@ -194,9 +194,10 @@ BULK_BATCH_SIZE = 5000
 
 
 # Resources whose committed version and content digest the pipeline remembers, so that one
-# arriving again unchanged (an HL7 update that changes nothing of it, at 100,000 people most
-# of the 125,000 that exist already) is not decrypted and parsed twice to see that.
-KNOWN_RESOURCES = 1_000_000
+# arriving again unchanged (an HL7 update that changes nothing of it; at 100,000 people most
+# of the 125,000 resources that arrive again) is not decrypted and parsed twice to see that.
+# About 300 bytes each, so at most about 60 MB; past it the memory starts again.
+KNOWN_RESOURCES = 200_000
 
 
 class Pipeline:
