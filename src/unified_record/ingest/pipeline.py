@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -302,28 +302,21 @@ class Pipeline:
     def _ingest_streams(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
                         results: dict[str, IngestStats],
                         on_messages: ProgressCallback | None) -> None:
-        if not self.bulk_load:
-            self._ingest_in_order(streams, results, on_messages)
-            return
-        with lookup_index_deferred(self.engine):
-            self._ingest_in_order(streams, results, on_messages)
-
-    def _ingest_in_order(self, streams: Iterable[tuple[str, Iterable[SourceMessage]]],
-                         results: dict[str, IngestStats],
-                         on_messages: ProgressCallback | None) -> None:
         in_flight: _InFlight = deque()
-        for feed, messages in streams:
-            for batch in _batches(messages, self.batch_size):
-                results[feed].messages += len(batch)
-                todo = self._store_raw(feed, batch, results[feed])
-                in_flight.append((feed, todo, self._prepare(feed, [m.raw for _, m in todo])))
-                if len(in_flight) > self.workers:  # every worker busy while this one stores
-                    self._store_oldest(in_flight, results)
-                    self._after_batch()
-                if on_messages:
-                    on_messages(len(batch))
-        while in_flight:
-            self._store_oldest(in_flight, results)
+        with lookup_index_deferred(self.engine) if self.bulk_load else nullcontext():
+            for feed, messages in streams:
+                for batch in _batches(messages, self.batch_size):
+                    results[feed].messages += len(batch)
+                    todo = self._store_raw(feed, batch, results[feed])
+                    in_flight.append((feed, todo,
+                                      self._prepare(feed, [m.raw for _, m in todo])))
+                    if len(in_flight) > self.workers:  # every worker busy while this stores
+                        self._store_oldest(in_flight, results)
+                        self._after_batch()
+                    if on_messages:
+                        on_messages(len(batch))
+            while in_flight:
+                self._store_oldest(in_flight, results)
 
     def _store_oldest(self, in_flight: _InFlight, results: dict[str, IngestStats]) -> None:
         feed, todo, prepared = in_flight.popleft()

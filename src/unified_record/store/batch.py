@@ -90,7 +90,7 @@ class Sealed:
     last_updated: datetime
     envelope: bytes  # the body, labels applied, meta.versionId "1" and meta.lastUpdated
     index: list[tuple[str, str]]  # (param, keyed hash), sorted
-    content_digest: bytes = b""  # of the body without its version fields (see ResourceBatch)
+    content_digest: bytes  # of the body without its version fields (see ResourceBatch)
 
 
 def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, Any],
@@ -245,21 +245,19 @@ class ResourceBatch:
             self.committed[key] = (1, digest)
             return
         remembered = self.committed.get(key) or self._known.get(key)  # this batch's first
-        if digest and not current.deleted and remembered == (current.version_id, digest):
+        if not current.deleted and remembered == (current.version_id, digest):
             return  # unchanged, as remembered: neither body opened
         body = open_body(self._cipher, sealed.envelope, resource_type, resolved, 1)
         if not current.deleted and _content(self._body(resource_type, resolved, current)
                                             ) == _content(body):
-            if digest:
-                self.committed[key] = (current.version_id, digest)
+            self.committed[key] = (current.version_id, digest)
             return
         version_id = current.version_id + 1  # not new after all: a version of its own
         now = _now()
         envelope = seal_body(self._cipher, body, version_id, now)
         self._buffer(key, current, source, version_id, now, envelope, sealed.index,
                      sealed.labels, body, provenance)
-        if digest:
-            self.committed[key] = (version_id, digest)
+        self.committed[key] = (version_id, digest)
 
     def _buffer(self, key: Key, current: _State | None, source: SourceKey | None,
                 version_id: int, now: datetime, envelope: bytes,

@@ -148,9 +148,9 @@ def _deferred_index() -> sa.Index:
 
 
 @contextmanager
-def lookup_index_deferred(engine: Engine) -> Iterator[bool]:
+def lookup_index_deferred(engine: Engine) -> Iterator[None]:
     """During a bulk load into an empty store, leave out the blind index's lookup index
-    (param, value hash) and build it once at the end; yields whether it did.
+    (param, value hash) and build it once at the end.
 
     Each row's keyed hash is random, so every batch's commit rewrote most of that index's
     pages (at 100,000 people: a quarter of the loading process's CPU went to the search
@@ -167,7 +167,7 @@ def lookup_index_deferred(engine: Engine) -> Iterator[bool]:
         if empty:
             index.drop(connection, checkfirst=True)
     try:
-        yield empty
+        yield
     finally:
         if empty:
             with engine.begin() as connection:
