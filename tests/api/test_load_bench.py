@@ -13,15 +13,12 @@ from xml.etree import ElementTree
 
 import pytest
 import sqlalchemy as sa
-from pg_support import PG_URL, pg_schema
+from pg_support import PG_URL, needs_pg, pg_schema
 
 REPO = Path(__file__).resolve().parents[2]
 
 sys.path.append(str(REPO / "bench"))
 import api_load  # noqa: E402  (bench/ is scripts, not a package)
-
-needs_pg = pytest.mark.skipif(not PG_URL, reason="the API load bench needs PostgreSQL "
-                              "(UR_TEST_DATABASE_URL; .ci/run sets it)")
 
 
 @pytest.fixture

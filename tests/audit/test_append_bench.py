@@ -8,18 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from pg_support import PG_URL, pg_schema
+from pg_support import needs_pg, pg_schema
 
 from unified_record.store import make_engine, make_session_factory, migrate
 from unified_record.store.models import ClientRow
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The bench measures PostgreSQL's commit with its WAL flush and refuses SQLite by design; .ci/run
-# always sets UR_TEST_DATABASE_URL, so CI runs this test.
-pytestmark = pytest.mark.skipif(not PG_URL, reason="the audit append bench measures PostgreSQL "
-                                "(UR_TEST_DATABASE_URL; .ci/run sets it)")
+# The bench measures PostgreSQL's commit with its WAL flush and refuses SQLite by design.
+pytestmark = needs_pg
 
 
 def test_the_bench_times_commits_with_and_without_an_entry(tmp_path: Path) -> None:
