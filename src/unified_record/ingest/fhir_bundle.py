@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 
@@ -29,6 +30,8 @@ from unified_record.ingest.mapping import (
 
 MAX_DEPTH = 100  # nesting of objects and arrays; real Bundles stay far below it
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
+_CONTAINERS = (dict, list)
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 
@@ -106,7 +109,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
     `sender_org`: the authenticated sender's organisation (the FHIR API's caller), which is
     then the source organisation whatever the Bundle says."""
     try:
-        data = json.loads(raw)
+        data = _parse_json(raw)
     except RecursionError:
         raise RecordError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # also UnicodeDecodeError and integers too long to convert
@@ -193,6 +196,21 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
     return result
 
 
+def _parse_json(raw: bytes) -> Any:
+    """`json.loads(raw)`, by orjson (about twice as fast) where that reads the same.
+
+    orjson reads only UTF-8 and stricter JSON, and refuses what `json` reads otherwise (a
+    BOM, UTF-16, NaN, a lone surrogate, nesting past 1,024): `json` then decides, as before.
+    orjson would read an integer beyond 64 bits as a float, so text with a run of 19 or more
+    digits (anywhere, strings included) goes to `json` as well."""
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
 def _entry_problem(entry: Any) -> str | None:
     """Why an entry cannot be read at all (None when it can); never quotes its content."""
     if not isinstance(entry, dict):
@@ -274,15 +292,15 @@ def _raise_stray_null(resource: dict[str, Any], rtype: str) -> None:
 def _too_deep(data: Any) -> bool:
     """True when objects and arrays nest deeper than MAX_DEPTH (walked level by level,
     without recursion, holding only the objects and arrays of one level at a time)."""
-    level = [data] if isinstance(data, dict | list) else []
+    level = [data] if type(data) in _CONTAINERS else []
     depth = 1
     while level:
         if depth > MAX_DEPTH:
             return True
         below = []
         for node in level:
-            for child in node.values() if isinstance(node, dict) else node:
-                if isinstance(child, dict | list):
+            for child in node.values() if type(node) is dict else node:
+                if type(child) in _CONTAINERS:  # exact types: this is parsed JSON
                     below.append(child)
         level = below
         depth += 1
