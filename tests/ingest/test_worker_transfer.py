@@ -10,6 +10,7 @@ import itertools
 import pickle
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,12 @@ from hypothesis import strategies as st
 from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.ingest import Pipeline, load_mappings
+from unified_record.ingest import pipeline as pipeline_module
 from unified_record.ingest.mapping import ID_NAMESPACE, resource_id
 from unified_record.ingest.pipeline import GC_THRESHOLDS, _sealed, fewer_collections
 from unified_record.ingest.prepare import prepare
 from unified_record.ingest.sources import iter_messages
+from unified_record.store import batch as batch_module
 from unified_record.store.models import InboundMessage
 
 
@@ -47,6 +50,33 @@ def test_a_sealed_message_crosses_to_the_main_process_without_its_bodies(feed: s
             for name in body.get("name") or []:
                 if len(name.get("family") or "") > 3:
                     assert name["family"].encode() not in sent
+
+
+def test_the_resources_of_one_message_share_one_last_updated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sealed in advance, a message's resources are stamped once, as one transaction would
+    stamp them, and each message at its own time (a clock that ticks at every reading)."""
+    ticks = itertools.count()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def clock() -> datetime:
+        return start + timedelta(milliseconds=next(ticks))
+
+    monkeypatch.setattr(pipeline_module, "_now", clock)
+    monkeypatch.setattr(batch_module, "_now", clock)
+    keyring, blind_index = make_keys()
+    mapping = load_mappings(MAPPINGS)["gp_fhir"]
+    messages = list(itertools.islice(iter_messages(mapping.format, SAMPLE / "gp_fhir"), 2))
+    stamps = []
+    for message in messages:
+        sealed = _sealed(prepare(mapping, message.raw), keyring, blind_index)
+        assert len(sealed.resources) > 1
+        times = {item.body(keyring)["meta"]["lastUpdated"] for item in sealed.resources}
+        assert {item.sealed.last_updated for item in sealed.resources if item.sealed} == {
+            datetime.fromisoformat(t) for t in times}
+        assert len(times) == 1
+        stamps.append(times.pop())
+    assert stamps[0] < stamps[1]
 
 
 def _thresholds_while_ingesting(pipeline: Pipeline) -> list[tuple[int, int, int]]:

@@ -439,13 +439,23 @@ class Segment:
             repetition: int = 1) -> str | None:
         """One value, escapes decoded; None when absent, empty or the HL7 null ""."""
         _check_index(field, component, subcomponent, repetition)
+        return self._value_at(field, repetition, component, subcomponent)
+
+    def _value_at(self, field: int, repetition: int, component: int, subcomponent: int
+                  ) -> str | None:
+        """`get` of positions already checked: a mapping reads a few dozen per message."""
         if field >= len(self._fields):
             return None
         raw = self._fields[field]
+        if not raw:
+            return None
         if self.name == "MSH" and field <= 2:  # the delimiters themselves, taken literally
             first = (repetition, component, subcomponent) == (1, 1, 1)
-            return raw if first and raw else None
-        return self._repetition(raw, repetition).get(component, subcomponent)
+            return raw if first else None
+        enc = self._encoding
+        text = _nth(_nth(_nth(raw, enc.repetition, repetition), enc.component, component),
+                    enc.subcomponent, subcomponent)
+        return _value(text, enc, self._charset)
 
     def repetitions(self, field: int) -> list[Repetition]:
         """Every repetition of a field, empty ones included so indexes match `[n]` paths."""
@@ -505,11 +515,11 @@ class Hl7Message:
 
     def get(self, path: str) -> str | None:
         """The value at a path, escapes decoded; None when absent or empty."""
-        name, occurrence, field, repetition, component, sub = _parse_path(path)
+        name, occurrence, field, repetition, component, sub = _parse_path(path)  # checked
         segment = self._segment(name, occurrence)
         if segment is None:
             return None
-        return segment.get(field, component, sub, repetition=repetition)
+        return segment._value_at(field, repetition, component, sub)
 
     def repetitions(self, path: str) -> list[Repetition]:
         """The repetitions of a field path such as `PID-3` (no component part)."""
@@ -697,6 +707,9 @@ def _encoding_from(sep: str, chars: str) -> Encoding:
 def _nth(text: str, delimiter: str, number: int) -> str:
     if not delimiter:
         return text if number == 1 else ""
+    if number == 1:  # most reads: no list of parts
+        end = text.find(delimiter)
+        return text if end < 0 else text[:end]
     parts = text.split(delimiter, number)
     return parts[number - 1] if len(parts) >= number else ""
 

@@ -52,6 +52,7 @@ from unified_record.store.db import (
     make_session_factory,
     refresh_statistics,
 )
+from unified_record.store.resources import _now
 
 ProgressCallback = Callable[[int], None]
 
@@ -174,10 +175,13 @@ def _prepare_batch(feed: str, raws: list[bytes]) -> list[Prepared]:
 
 def _sealed(prep: Prepared, keyring: KeyRing, blind_index: BlindIndex) -> Prepared:
     """Seal every resource of a prepared message in advance, as if it were new, and drop
-    what the envelope and its index hashes now hold (see PreparedResource)."""
+    what the envelope and its index hashes now hold (see PreparedResource). A message's
+    resources share one lastUpdated, as they would had one transaction stored them."""
+    now = _now()
     for item in prep.resources:
         assert item.resource is not None
-        item.sealed = seal_new(keyring, blind_index, item.resource, item.labels, item.index)
+        item.sealed = seal_new(keyring, blind_index, item.resource, item.labels, item.index,
+                               now)
         if item.sealed is not None:
             item.resource, item.index = None, []
     return prep

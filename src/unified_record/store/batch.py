@@ -95,11 +95,14 @@ class Sealed:
 
 def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, Any],
              security_labels: Iterable[str] = (),
-             index_values: Iterable[tuple[str, str]] = ()) -> Sealed | None:
+             index_values: Iterable[tuple[str, str]] = (),
+             now: datetime | None = None) -> Sealed | None:
     """Do a put's CPU work ahead of time, as if the resource were new (version 1).
 
     None when the body has no valid type and id, or unknown labels: `put` then raises as
     it always has. The caller keeps the key material; nothing here touches the database.
+    `now`: the lastUpdated to give it (by default, now), so the resources of one message
+    can share one.
     """
     body = dict(resource)
     body["meta"] = dict(body.get("meta") or {})
@@ -112,7 +115,7 @@ def seal_new(cipher: Cipher, blind_index: BlindIndexer, resource: Mapping[str, A
     if not isinstance(rid, str) or not _ID_RE.fullmatch(rid):
         return None
     digest = content_digest(body)
-    now = _now()
+    now = now or _now()
     envelope = seal_body(cipher, body, 1, now)
     return Sealed(resource_type, rid, labels, now, envelope, _digests(blind_index, index_values),
                   digest)
