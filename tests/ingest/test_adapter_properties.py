@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest.csv_adapter import iter_csv_messages
-from unified_record.ingest.fhir_bundle import _parse_json
 from unified_record.ingest.hl7v2 import (
     Hl7Error,
     escape,
@@ -624,38 +623,6 @@ def test_fhir_malformed_entries_are_reasons_not_crashes() -> None:
         assert prepared.error == "JSON nested more than 100 levels deep"
     prepared = prepare(MAPPING["gp_fhir"], b'{"resourceType":"Bundle","n":' + b"9" * 5000 + b"}")
     assert prepared.error == "not valid JSON"
-
-
-def _read(raw: bytes) -> tuple[str, str]:
-    """What reading `raw` gives, types and all (repr tells 1 from 1.0 and NaN from NaN),
-    or the exception's type."""
-    try:
-        return "value", repr(_parse_json(raw))
-    except (ValueError, RecursionError) as exc:
-        return "error", type(exc).__name__
-
-
-@FAST
-@given(JSON_VALUES, st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]))
-def test_fhir_bundle_text_reads_exactly_as_json_reads_it(value: Any, encoding: str) -> None:
-    raw = json.dumps(value).encode(encoding)
-    assert _read(raw) == ("value", repr(json.loads(raw)))
-
-
-@pytest.mark.parametrize("text", [
-    "18446744073709551616", "-9223372036854775809", "[123456789012345678901234567890]",
-    '{"a":1,"a":2}', "1e400", "[NaN, -Infinity]", '"\\ud800"', "[1.0, -0, 0.1]",
-    "[" * 2000 + "]" * 2000, '{"a":"\u0000"}', "\ufeff{}", "{} x", '"\x01"',
-])
-def test_fhir_bundle_text_edge_cases_read_as_json_reads_them(text: str) -> None:
-    """orjson reads long integers as floats, and refuses NaN, lone surrogates, a BOM and
-    deep nesting, which `json` reads: each must come out as `json` has it."""
-    raw = text.encode()
-    try:
-        expected = ("value", repr(json.loads(raw)))
-    except (ValueError, RecursionError) as exc:
-        expected = ("error", type(exc).__name__)
-    assert _read(raw) == expected
 
 
 def test_a_long_integer_in_a_bundle_is_kept_exact() -> None:

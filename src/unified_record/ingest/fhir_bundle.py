@@ -14,7 +14,6 @@ import json
 import re
 from typing import Any
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 
@@ -31,7 +30,6 @@ from unified_record.ingest.mapping import (
 MAX_DEPTH = 100  # nesting of objects and arrays; real Bundles stay far below it
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
 _CONTAINERS = (dict, list)
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 
@@ -109,7 +107,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
     `sender_org`: the authenticated sender's organisation (the FHIR API's caller), which is
     then the source organisation whatever the Bundle says."""
     try:
-        data = _parse_json(raw)
+        data = json.loads(raw)
     except RecursionError:
         raise RecordError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # also UnicodeDecodeError and integers too long to convert
@@ -194,21 +192,6 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
     if not result.resources:
         raise RecordError("Bundle has no resources this feed accepts")
     return result
-
-
-def _parse_json(raw: bytes) -> Any:
-    """`json.loads(raw)`, by orjson (about twice as fast) where that reads the same.
-
-    orjson reads only UTF-8 and stricter JSON, and refuses what `json` reads otherwise (a
-    BOM, UTF-16, NaN, a lone surrogate, nesting past 1,024): `json` then decides, as before.
-    orjson would read an integer beyond 64 bits as a float, so text with a run of 19 or more
-    digits (anywhere, strings included) goes to `json` as well."""
-    if _LONG_DIGITS.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
 
 
 def _entry_problem(entry: Any) -> str | None:
