@@ -371,6 +371,13 @@ def _lookup(table: dict[str, Any], value: Any, name: str) -> Any:
     raise FieldError(f"code not in code list {name!r}")
 
 
+# What rendering leaves out, as constants: a literal `[]` or `{}` in a test is a new object
+# at every evaluation, and these tests run for every template node of every record.
+_NOTHING = (None, "", [])
+_NOTHING_OR_EMPTY = (None, "", [], {})
+_NOTHING_OR_NO_OBJECT = (None, "", {})
+
+
 def _compile_template(node: Any) -> Callable[[_Context], tuple[Any, bool]]:
     """As `render` would walk `node`: an expression's value (dropped when empty); a dict
     kept when `$when` holds and, if it contains expressions, one of them produced
@@ -381,7 +388,7 @@ def _compile_template(node: Any) -> Callable[[_Context], tuple[Any, bool]]:
 
             def expression(ctx: _Context) -> tuple[Any, bool]:
                 value = expr(ctx)
-                return (value, True) if value not in (None, "", []) else (None, False)
+                return (value, True) if value not in _NOTHING else (None, False)
 
             return expression
         when = _compile_expression(node["$when"]) if "$when" in node else None
@@ -398,7 +405,7 @@ def _compile_template(node: Any) -> Callable[[_Context], tuple[Any, bool]]:
             for key, child in children:
                 value, child_produced = child(ctx)
                 produced = produced or child_produced
-                if value not in (None, "", [], {}):
+                if value not in _NOTHING_OR_EMPTY:
                     out[key] = value
             if has_expression and not produced:
                 return None, False
@@ -416,7 +423,7 @@ def _compile_template(node: Any) -> Callable[[_Context], tuple[Any, bool]]:
             for child, spread in items:
                 value, child_produced = child(ctx)
                 produced = produced or child_produced
-                if value in (None, "", {}):
+                if value in _NOTHING_OR_NO_OBJECT:
                     continue
                 if isinstance(value, list) and spread:
                     out.extend(v for v in value if v not in (None, ""))
