@@ -103,21 +103,33 @@ def _model_class(resource: dict[str, Any]) -> type[FHIRAbstractModel]:
 
 def _walk(value: Any, shape: list[Any], leaves: list[Any]) -> None:
     """Append `value`'s shape tokens to `shape` and its non-null primitives to `leaves`. The
-    resource type is part of the shape: it chooses the model of a contained resource."""
+    resource type is part of the shape: it chooses the model of a contained resource.
+    Leaves are handled inline (most values are leaves): only objects and arrays recurse."""
     kind = type(value)
     if kind is dict:
         shape.append(_DICT)
         for key, item in value.items():
             shape.append(key)
-            if key == "resourceType" and type(item) is str:
+            item_kind = type(item)
+            if item_kind is dict or item_kind is list:
+                _walk(item, shape, leaves)
+            elif key == "resourceType" and item_kind is str:
                 shape.append(item)
             else:
-                _walk(item, shape, leaves)
+                shape.append(item_kind)
+                if item is not None:
+                    leaves.append(item)
         shape.append(_END)
     elif kind is list:
         shape.append(_LIST)
         for item in value:
-            _walk(item, shape, leaves)
+            item_kind = type(item)
+            if item_kind is dict or item_kind is list:
+                _walk(item, shape, leaves)
+            else:
+                shape.append(item_kind)
+                if item is not None:
+                    leaves.append(item)
         shape.append(_END)
     else:
         shape.append(kind)

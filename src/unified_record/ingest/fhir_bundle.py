@@ -68,14 +68,27 @@ class _OneValue:
         return self.value if path == self.path else self.record.get(path)
 
 
-def _any_value_matches(mapping: FeedMapping, when: Any, record: ResourceRecord) -> bool:
-    """A label rule holds if it holds for any value at its path, not only the first: a
-    sensitive code in a resource's second coding must label it as surely as in its first."""
-    path = when.get("$") if isinstance(when, dict) else None
-    if not isinstance(path, str):
-        return bool(evaluate_on(mapping, when, record))
-    return any(evaluate_on(mapping, when, _OneValue(record, path, value))
-               for value in record.all(path))
+def _labels(mapping: FeedMapping, resource: dict[str, Any]) -> list[str]:
+    """The categories of the label rules that hold for this resource. A rule holds if it
+    holds for any value at its path, not only the first: a sensitive code in a resource's
+    second coding must label it as surely as in its first. Rules usually share a path (one
+    per category, all on the condition's codes): its values are read once."""
+    record = ResourceRecord([resource])
+    values_at: dict[str, list[str]] = {}
+    categories = []
+    for rule in mapping.labels:
+        when = rule.when
+        path = when.get("$") if isinstance(when, dict) else None
+        if not isinstance(path, str):
+            holds = bool(evaluate_on(mapping, when, record))
+        else:
+            if path not in values_at:
+                values_at[path] = record.all(path)
+            holds = any(evaluate_on(mapping, when, _OneValue(record, path, value))
+                        for value in values_at[path])
+        if holds:
+            categories.append(rule.category)
+    return categories
 
 
 def _walk(node: Any, steps: list[str]) -> list[Any]:
@@ -172,9 +185,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
             continue
         # Labels are read from the resource as sent; then it becomes ours in place (the
         # parsed Bundle is this call's own, and nothing reads the entry after this).
-        single = ResourceRecord([resource])
-        labels = [rule.category for rule in mapping.labels
-                  if _any_value_matches(mapping, rule.when, single)]
+        labels = _labels(mapping, resource)
         key, body_id = ids[position]
         body = _rewrite_references(resource, new_refs)
         rtype = str(body["resourceType"])
@@ -291,13 +302,18 @@ def _too_deep(data: Any) -> bool:
 
 
 def _rewrite_references(node: Any, new_refs: dict[str, str]) -> Any:
-    if isinstance(node, dict):
+    """Rewrite every `reference` in place; only objects and arrays are descended into (the
+    exact types, as this is parsed JSON), as most values are leaves."""
+    if type(node) is dict:
         for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and value in new_refs:
-                node[key] = new_refs[value]
-            else:
+            kind = type(value)
+            if kind is str:
+                if key == "reference" and value in new_refs:
+                    node[key] = new_refs[value]
+            elif kind in _CONTAINERS:
                 _rewrite_references(value, new_refs)
-    elif isinstance(node, list):
+    elif type(node) is list:
         for item in node:
-            _rewrite_references(item, new_refs)
+            if type(item) in _CONTAINERS:
+                _rewrite_references(item, new_refs)
     return node
