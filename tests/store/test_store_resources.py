@@ -11,6 +11,7 @@ from store_support import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
 
 from unified_record.fhir.security_labels import security_coding
 from unified_record.store import (
+    CorruptStoreError,
     SearchIndexRow,
     SourceConflictError,
     UnitOfWork,
@@ -98,6 +99,22 @@ def test_logical_delete_keeps_history(uow: UnitOfWork) -> None:
         # writing it again brings it back as a new version
         back = uow.resources.put(patient(), **provenance())
         assert back["meta"]["versionId"] == "3"
+
+
+def test_a_version_without_a_body_that_is_not_current_is_an_error(
+    engine: Engine, uow: UnitOfWork
+) -> None:
+    with uow:
+        uow.resources.put(patient(), **provenance())
+        uow.resources.put(patient(gender="male"), **provenance())
+        uow.commit()
+    with engine.begin() as conn:  # version 1's body lost
+        conn.execute(sa.text("UPDATE resource_version SET body = NULL, key_id = NULL "
+                             "WHERE version_id = 1"))
+    with uow, pytest.raises(CorruptStoreError, match="Patient/p1 version 1"):
+        uow.resources.vread("Patient", "p1", 1)
+    with uow, pytest.raises(CorruptStoreError):
+        uow.resources.history("Patient", "p1")
 
 
 def test_search_by_blind_index_and_no_plaintext_in_index(uow: UnitOfWork) -> None:

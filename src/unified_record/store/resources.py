@@ -29,6 +29,7 @@ from unified_record.store.models import (
 )
 
 __all__ = [
+    "CorruptStoreError",
     "Provenance",
     "ResourceRepository",
     "SourceConflictError",
@@ -42,6 +43,11 @@ _VERSION_FIELDS = frozenset({"versionId", "lastUpdated"})  # set by the store pe
 
 class SourceConflictError(ValueError):
     """The source record is already stored under another resource id."""
+
+
+class CorruptStoreError(RuntimeError):
+    """A version row without a body is not the resource's current version: its body is
+    lost, and the store must not answer as if it were some other version's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +173,14 @@ class ResourceRepository:
         row = self._session.get(ResourceVersionRow, (resource_type, resource_id, version_id))
         if row is None:
             return None
-        return self._open(row.body, resource_type, resource_id, version_id)
+        return self._open(self._version_body(row), resource_type, resource_id, version_id)
 
     def history(self, resource_type: str, resource_id: str) -> list[dict[str, Any]]:
         """Every version, newest first, deletion stubs included."""
+        rows = self._session.scalars(self._versions_stmt(resource_type, resource_id)).all()
         return [
-            self._open(row.body, resource_type, resource_id, row.version_id)
-            for row in self._session.scalars(self._versions_stmt(resource_type, resource_id))
+            self._open(self._version_body(row), resource_type, resource_id, row.version_id)
+            for row in rows
         ]
 
     def versions(self, resource_type: str, resource_id: str) -> list[VersionInfo]:
@@ -302,6 +309,18 @@ class ResourceRepository:
         self, envelope: bytes, resource_type: str, resource_id: str, version_id: int
     ) -> dict[str, Any]:
         return open_body(self._cipher, envelope, resource_type, resource_id, version_id)
+
+    def _version_body(self, row: ResourceVersionRow) -> bytes:
+        """A version's envelope: its own, or (the current version) the resource's."""
+        if row.body is not None:
+            return row.body
+        current = self._session.get(ResourceRow, (row.resource_type, row.id))
+        if current is None or current.version_id != row.version_id:
+            raise CorruptStoreError(
+                f"{row.resource_type}/{row.id} version {row.version_id} has no body of its "
+                "own but is not the current version"
+            )
+        return current.body
 
     def _add_version(self, row: ResourceRow, inbound_message_id: str | None) -> None:
         self._session.add(
