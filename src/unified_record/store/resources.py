@@ -1,4 +1,9 @@
-"""FHIR resources: versioned, encrypted bodies with provenance and a blind search index."""
+"""FHIR resources: versioned, encrypted bodies with provenance and a blind search index.
+
+Each body is stored once: the current version's in `resource`, every older version's in
+its `resource_version` row (the current version's row has none). A new version moves the
+body it replaces into that row, in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -117,6 +122,8 @@ class ResourceRepository:
         version_id = current.version_id + 1 if current is not None else 1
         now = _now()
         envelope = self._seal(body, version_id, now)
+        if current is not None:
+            self._keep_body(current)
 
         row = current or ResourceRow(resource_type=resource_type, id=body["id"])
         row.version_id = version_id
@@ -151,6 +158,7 @@ class ResourceRepository:
         version_id = current.version_id + 1
         now = _now()
         envelope = self._seal(stub, version_id, now)
+        self._keep_body(current)
         current.version_id = version_id
         current.last_updated = now
         current.deleted = True
@@ -323,6 +331,7 @@ class ResourceRepository:
         return current.body
 
     def _add_version(self, row: ResourceRow, inbound_message_id: str | None) -> None:
+        """The row of a new current version: no body, `resource` holds it."""
         self._session.add(
             ResourceVersionRow(
                 resource_type=row.resource_type,
@@ -331,9 +340,21 @@ class ResourceRepository:
                 last_updated=row.last_updated,
                 deleted=row.deleted,
                 inbound_message_id=inbound_message_id,
-                key_id=row.key_id,
-                body=row.body,
+                key_id=None,
+                body=None,
             )
+        )
+
+    def _keep_body(self, current: ResourceRow) -> None:
+        """Before `current` takes a new version, move its body to its version's row."""
+        self._session.execute(
+            sa.update(ResourceVersionRow)
+            .where(
+                ResourceVersionRow.resource_type == current.resource_type,
+                ResourceVersionRow.id == current.id,
+                ResourceVersionRow.version_id == current.version_id,
+            )
+            .values(body=current.body, key_id=current.key_id)
         )
 
     def _replace_index(
