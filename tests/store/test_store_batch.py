@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from store_support import FAMILY, patient, provenance
+from store_support import FAMILY, own_bodies, patient, provenance
 
 from unified_record.security import BlindIndex, KeyRing
 from unified_record.store import SourceConflictError, UnitOfWork
@@ -256,3 +256,89 @@ def test_within_a_batch_an_unchanged_resource_is_not_opened_either(
     assert len(opened) == 2, "only the changed body and the version it replaces"
     with uow:
         assert [v.version_id for v in uow.resources.versions("Patient", "p1")] == [2, 1]
+
+
+def test_a_batch_writes_each_body_once(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch], cipher: KeyRing,
+    blind_index: BlindIndex
+) -> None:
+    """Only `resource` holds a current body. Within one flush a superseded version keeps
+    its body in its row; a resource stored before (by an earlier batch or the repository,
+    deleted or not) gets the body of what was current moved into that version's row."""
+    expected: dict[str, list[dict[str, Any]]] = {}  # versions, oldest first
+    with uow:
+        uow.resources.put(patient("p4"), **provenance(source_record_id="D"))
+        uow.resources.delete("Patient", "p4")
+        uow.commit()
+    with uow:
+        expected["p4"] = uow.resources.history("Patient", "p4")[::-1]
+        batch = batch_of(uow)
+        batch.load([("Patient", p) for p in ("p1", "p2", "p3")])
+        expected["p1"] = [batch.put(patient("p1"), **provenance(source_record_id="A")),
+                          batch.put(patient("p1", gender="male"),
+                                    **provenance(source_record_id="A"))]
+        expected["p2"] = [batch.put(patient("p2"), **provenance(source_record_id="B"))]
+        sealed = seal_new(cipher, blind_index, patient("p3"), [], [])
+        assert sealed is not None
+        batch.put_sealed(sealed, **provenance(source_record_id="C"))
+        expected["p3"] = [dict(batch.get("Patient", "p3") or {})]
+        batch.flush()
+        uow.commit()
+    with uow:
+        assert {p: own_bodies(uow.session, "Patient", p) for p in ("p1", "p2", "p3")} == {
+            "p1": {1: True, 2: False}, "p2": {1: False}, "p3": {1: False}}
+        batch = batch_of(uow)
+        batch.load([("Patient", p) for p in ("p1", "p2", "p3", "p4")])
+        expected["p1"].append(batch.put(patient("p1", gender="female"),
+                                        **provenance(source_record_id="A")))
+        expected["p2"] += [batch.put(patient("p2", gender="male"),
+                                     **provenance(source_record_id="B")),
+                           batch.put(patient("p2", gender="female"),
+                                     **provenance(source_record_id="B"))]
+        batch.put_sealed(sealed, **provenance(source_record_id="C"))  # unchanged: no version
+        expected["p4"].append(batch.put(patient("p4"), **provenance(source_record_id="D")))
+        batch.flush()
+        uow.commit()
+    with uow:
+        assert {p: own_bodies(uow.session, "Patient", p) for p in expected} == {
+            "p1": {1: True, 2: True, 3: False},
+            "p2": {1: True, 2: True, 3: False},
+            "p3": {1: False},
+            "p4": {1: True, 2: True, 3: False},
+        }
+        assert expected["p4"][1]["meta"]["versionId"] == "2", "the deletion stub"
+        for rid, versions in expected.items():
+            assert [v["meta"]["versionId"] for v in versions] == [
+                str(n) for n in range(1, len(versions) + 1)]
+            assert uow.resources.history("Patient", rid) == versions[::-1]
+            for number, body in enumerate(versions, start=1):
+                assert uow.resources.vread("Patient", rid, number) == body
+
+
+def test_a_rolled_back_put_leaves_the_stored_versions_as_they_were(
+    uow: UnitOfWork, batch_of: Callable[[UnitOfWork], ResourceBatch]
+) -> None:
+    with uow:
+        stored = uow.resources.put(patient("p1"), **provenance(source_record_id="A"))
+        older = uow.resources.put(patient("p3"), **provenance(source_record_id="C"))
+        uow.commit()
+    with uow:
+        batch = batch_of(uow)
+        batch.load([("Patient", "p1"), ("Patient", "p2"), ("Patient", "p3")])
+        mark = batch.checkpoint()
+        batch.put(patient("p1", gender="male"), **provenance(source_record_id="A"))
+        batch.rollback_to(mark)  # p1 is not touched at all
+        kept = batch.put(patient("p2"), **provenance(source_record_id="B"))
+        mark = batch.checkpoint()
+        batch.put(patient("p2", gender="male"), **provenance(source_record_id="B"))
+        batch.rollback_to(mark)  # p2's first version stays the final one
+        newer = batch.put(patient("p3", gender="male"), **provenance(source_record_id="C"))
+        batch.flush()
+        uow.commit()
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: False}
+        assert own_bodies(uow.session, "Patient", "p2") == {1: False}
+        assert own_bodies(uow.session, "Patient", "p3") == {1: True, 2: False}
+        assert uow.resources.history("Patient", "p1") == [stored]
+        assert uow.resources.history("Patient", "p2") == [kept]
+        assert uow.resources.history("Patient", "p3") == [newer, older]

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+from store_support import own_bodies, patient
 
-from unified_record.store import Base, make_engine, migrate
+from unified_record.security import BlindIndex, KeyRing
+from unified_record.store import (
+    Base,
+    ResourceRow,
+    ResourceVersionRow,
+    UnitOfWork,
+    make_engine,
+    migrate,
+)
 from unified_record.store.db import BULK_CACHE_MIB, BULK_WAL_PAGES, alembic_config
+from unified_record.store.resources import seal_body
 
 
 def test_migrations_reach_head_and_rerun_as_no_op(database_url: str, engine: Engine) -> None:
@@ -55,4 +69,91 @@ def test_bulk_load_engines_commit_without_waiting_for_the_disk(database_url: str
         else:
             value = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
             assert value == ("off" if bulk_load else "on")
+    engine.dispose()
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _readable(uow: UnitOfWork, ids: list[str]) -> dict[str, list[Any]]:
+    """Every version of each Patient through the repository: history, then each vread."""
+    with uow:
+        return {rid: [uow.resources.history("Patient", rid),
+                      [uow.resources.vread("Patient", rid, v.version_id)
+                       for v in uow.resources.versions("Patient", rid)]] for rid in ids}
+
+
+def test_0009_upgrades_a_store_that_kept_each_body_twice(
+    database_url: str, cipher: KeyRing, blind_index: BlindIndex
+) -> None:
+    """A store at 0008 (every version row with its body, the current one's repeating
+    `resource.body`) reads the same at head, the current versions' rows without a body."""
+    migrate(database_url, "0008")
+    engine = make_engine(database_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    history: dict[str, list[dict[str, Any]]] = {  # oldest first
+        "p1": [patient("p1"), patient("p1", gender="male"),
+               {"resourceType": "Patient", "id": "p1"}],  # deleted
+        "p2": [patient("p2")],
+    }
+    with engine.begin() as conn:  # written as the store wrote it before 0009
+        for rid, versions in history.items():
+            for number, body in enumerate(versions, start=1):
+                when = at + timedelta(minutes=number)
+                envelope = seal_body(cipher, body, number, when)
+                row = {"resource_type": "Patient", "id": rid, "version_id": number,
+                       "last_updated": when, "deleted": "gender" not in body and number > 1,
+                       "inbound_message_id": None, "key_id": "k1", "body": envelope}
+                conn.execute(sa.insert(ResourceVersionRow), row)
+            conn.execute(sa.insert(ResourceRow), {
+                **row, "source_feed": "council_asc", "source_org": None,
+                "source_record_id": rid, "security_labels": ""})
+    uow = UnitOfWork(engine, cipher, blind_index)
+    before = _readable(uow, list(history))
+    assert before == {rid: [versions[::-1], versions[::-1]] for rid, versions in history.items()}
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: True, 3: True}
+
+    migrate(database_url)
+    assert _revision(engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert _readable(uow, list(history)) == before
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: True, 3: False}
+        assert own_bodies(uow.session, "Patient", "p2") == {1: False}
+    engine.dispose()
+
+
+def test_0009_downgrade_puts_the_current_bodies_back(
+    database_url: str, cipher: KeyRing, blind_index: BlindIndex
+) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    uow = UnitOfWork(engine, cipher, blind_index)
+    with uow:
+        uow.resources.put(patient("p1"), source_feed="f", source_org=None, source_record_id="1")
+        uow.resources.put(patient("p1", gender="male"), source_feed="f", source_org=None,
+                          source_record_id="1")
+        uow.resources.put(patient("p2"), source_feed="f", source_org=None, source_record_id="2")
+        uow.commit()
+    before = _readable(uow, ["p1", "p2"])
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0008")
+    assert _revision(engine) == "0008"
+    with engine.connect() as conn:
+        columns = {c["name"]: c for c in sa.inspect(conn).get_columns("resource_version")}
+        assert not columns["body"]["nullable"] and not columns["key_id"]["nullable"]
+        copies = conn.execute(sa.text(
+            "SELECT v.body = r.body, v.key_id = r.key_id FROM resource_version v JOIN resource r"
+            " ON r.resource_type = v.resource_type AND r.id = v.id "
+            "AND r.version_id = v.version_id")).all()
+    assert [tuple(map(bool, row)) for row in copies] == [(True, True)] * 2
+    assert _readable(uow, ["p1", "p2"]) == before
+    migrate(database_url)
+    assert _readable(uow, ["p1", "p2"]) == before
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: False}
     engine.dispose()

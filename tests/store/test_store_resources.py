@@ -7,10 +7,11 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from store_support import FAMILY, NHS_NUMBER, POSTCODE, patient, provenance
+from store_support import FAMILY, NHS_NUMBER, POSTCODE, own_bodies, patient, provenance
 
 from unified_record.fhir.security_labels import security_coding
 from unified_record.store import (
+    CorruptStoreError,
     SearchIndexRow,
     SourceConflictError,
     UnitOfWork,
@@ -100,6 +101,56 @@ def test_logical_delete_keeps_history(uow: UnitOfWork) -> None:
         assert back["meta"]["versionId"] == "3"
 
 
+def test_each_body_is_stored_once_and_every_version_still_reads(uow: UnitOfWork) -> None:
+    """Only `resource` holds the current body; a new version (an update, a deletion, a put
+    after a deletion) moves the body it replaces into its version row."""
+    with uow:  # two versions in one transaction, read in between
+        first = uow.resources.put(patient(), **provenance())
+        assert uow.resources.vread("Patient", "p1", 1) == first
+        second = uow.resources.put(patient(gender="female"), **provenance(),
+                                   security_labels=["safeguarding"])
+        assert uow.resources.vread("Patient", "p1", 1) == first
+        assert uow.resources.history("Patient", "p1") == [second, first]
+        uow.commit()
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: False}
+        assert uow.resources.delete("Patient", "p1") == 3
+        uow.commit()
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: True, 3: False}
+        stub = uow.resources.vread("Patient", "p1", 3)
+        assert stub is not None
+        assert stub == {"resourceType": "Patient", "id": "p1", "meta": {
+            "security": [security_coding("safeguarding")], "versionId": "3",
+            "lastUpdated": stub["meta"]["lastUpdated"]}}
+        assert uow.resources.vread("Patient", "p1", 1) == first
+        assert uow.resources.vread("Patient", "p1", 2) == second
+        assert uow.resources.history("Patient", "p1") == [stub, second, first]
+        back = uow.resources.put(patient(), **provenance())
+        uow.commit()
+    with uow:
+        assert own_bodies(uow.session, "Patient", "p1") == {1: True, 2: True, 3: True, 4: False}
+        assert uow.resources.history("Patient", "p1") == [back, stub, second, first]
+        assert [uow.resources.vread("Patient", "p1", v) for v in (4, 3, 2, 1)] == [
+            back, stub, second, first]
+
+
+def test_a_version_without_a_body_that_is_not_current_is_an_error(
+    engine: Engine, uow: UnitOfWork
+) -> None:
+    with uow:
+        uow.resources.put(patient(), **provenance())
+        uow.resources.put(patient(gender="male"), **provenance())
+        uow.commit()
+    with engine.begin() as conn:  # version 1's body lost
+        conn.execute(sa.text("UPDATE resource_version SET body = NULL, key_id = NULL "
+                             "WHERE version_id = 1"))
+    with uow, pytest.raises(CorruptStoreError, match="Patient/p1 version 1"):
+        uow.resources.vread("Patient", "p1", 1)
+    with uow, pytest.raises(CorruptStoreError):
+        uow.resources.history("Patient", "p1")
+
+
 def test_search_by_blind_index_and_no_plaintext_in_index(uow: UnitOfWork) -> None:
     with uow:
         uow.resources.put(patient(), **provenance(), index_values=INDEX)
@@ -163,6 +214,7 @@ def test_provenance(uow: UnitOfWork) -> None:
 def test_bodies_are_bound_to_their_rows(engine: Engine, uow: UnitOfWork) -> None:
     with uow:
         uow.resources.put(patient("p1"), **provenance())
+        uow.resources.put(patient("p1", gender="male"), **provenance())
         uow.resources.put(patient("p2"), **provenance(source_record_id="ASC-2"))
         uow.commit()
     with engine.begin() as conn:  # an attacker with database access swaps the two bodies
@@ -176,7 +228,9 @@ def test_bodies_are_bound_to_their_rows(engine: Engine, uow: UnitOfWork) -> None
             )
     with uow, pytest.raises(Exception, match="failed authentication"):
         uow.resources.get("Patient", "p1")
-    with uow:  # the version table was not touched: it still opens
+    with uow, pytest.raises(Exception, match="failed authentication"):
+        uow.resources.vread("Patient", "p1", 2)  # the current version's body is resource's
+    with uow:  # an older version's body, in the version table, was not touched: it opens
         assert uow.resources.vread("Patient", "p1", 1) is not None
 
 

@@ -26,15 +26,25 @@ def snapshot(uow: UnitOfWork) -> dict[str, Any]:
 
 
 def key_ids(engine: Engine) -> dict[str, set[tuple[str, str]]]:
-    """Per table: the key_id column and the key id inside each envelope."""
+    """Per table: the key_id column and the key id inside each envelope (of the rows that
+    hold one: a current version's resource_version row has no body and no key id)."""
     with engine.connect() as conn:
         return {
             table: {
                 (row.key_id, KeyRing.key_id_of(row.blob))
-                for row in conn.execute(sa.text(f"SELECT key_id, {column} AS blob FROM {table}"))
+                for row in conn.execute(sa.text(
+                    f"SELECT key_id, {column} AS blob FROM {table} WHERE {column} IS NOT NULL"))
             }
             for table, column in TABLES.items()
         }
+
+
+def bodiless_versions(engine: Engine) -> list[tuple[str, int, str | None]]:
+    """(id, version, key id) of the version rows without a body of their own."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, version_id, key_id FROM resource_version "
+                                    "WHERE body IS NULL ORDER BY id"))
+        return [(row.id, row.version_id, row.key_id) for row in rows]
 
 
 def test_rotation_moves_every_row_to_the_new_key(
@@ -52,12 +62,17 @@ def test_rotation_moves_every_row_to_the_new_key(
         ring_a.commit()
     before = snapshot(ring_a)
     assert key_ids(engine) == {table: {("k1", "k1")} for table in TABLES}
+    current = [("p1", 2, None), ("p2", 2, None), ("p3", 3, None)]
+    assert bodiless_versions(engine) == current
 
     ring_b = KeyRing({"k2": KEY_2, "k1": KEY_1}, "k2")
     factory = make_session_factory(engine)
-    # 3 current + 7 versions (2 + 2 + 3 with the deletion) + 3 messages, in batches of 2
-    assert rotate_keys(factory, ring_b, batch_size=2) == 13
+    # 3 current bodies (resource) + 4 older versions' bodies (p1 v1, p2 v1, p3 v1 and v2:
+    # of the 7 versions, the 3 current ones' rows hold none, theirs is the resource's)
+    # + 3 messages, in batches of 2
+    assert rotate_keys(factory, ring_b, batch_size=2) == 10
     assert key_ids(engine) == {table: {("k2", "k2")} for table in TABLES}
+    assert bodiless_versions(engine) == current
 
     only_k2 = KeyRing({"k2": KEY_2}, "k2")  # k1 can now be retired
     assert snapshot(UnitOfWork(engine, only_k2, blind_index)) == before

@@ -25,6 +25,7 @@ from unified_record.store.models import (
 from unified_record.store.oauth_clients import OAuthClient, OAuthClientRepository
 from unified_record.store.oauth_models import OAuthClientRow, UsedJtiRow
 from unified_record.store.resources import (
+    CorruptStoreError,
     Provenance,
     ResourceRepository,
     SourceConflictError,
@@ -42,6 +43,7 @@ __all__ = [
     "BreakGlassGrantRow",
     "BreakGlassReviewRow",
     "Cipher",
+    "CorruptStoreError",
     "InboundMessage",
     "MessageRepository",
     "OAuthClient",

@@ -7,6 +7,11 @@ executemany per table at `flush()`. Current rows are read up front with `load()`
 costs a handful of round trips instead of several per resource. A checkpoint lets a caller
 undo one message's puts when a later one of them fails, without a database savepoint.
 
+Each body is written once, as the repository stores it: a key's last version in the flush
+goes to `resource`, its version row gets no body; a version superseded within the same
+flush keeps its body in its version row; and for a resource stored before, the version row
+of what was current gets the body `load()` read (one executemany UPDATE per flush).
+
 The CPU-heavy part of a put (canonical JSON, AES-GCM, the blind index's HMACs) can be done
 ahead of time, in the ingest worker processes, by `seal_new`: it seals a body as a new
 resource's version 1. `put_sealed` uses that envelope when the resource is indeed new, and
@@ -71,9 +76,10 @@ class _State:
 @dataclass
 class _Write:
     key: Key
+    replaced: _State | None  # what was current before this write (restored on rollback)
     row: tuple[Any, ...]  # in the order of _RESOURCE_COLUMNS
     index: list[tuple[str, str]]
-    version: tuple[Any, ...] = ()  # in the order of _VERSION_COLUMNS
+    version: tuple[Any, ...] = ()  # in the order of _VERSION_COLUMNS, key_id and body last
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ class ResourceBatch:
         self._states: dict[Key, _State | None] = {}
         self._sources: dict[SourceKey, str | None] = {}
         self._writes: list[_Write] = []
-        self._undo: list[tuple[Key, _State | None, SourceKey | None, str | None]] = []
+        self._undo: list[tuple[SourceKey | None, str | None]] = []  # one per write
 
     # -- reading -------------------------------------------------------------------------
 
@@ -269,7 +275,7 @@ class ResourceBatch:
                 provenance: tuple[str, str | None, str | None, str | None]) -> None:
         source_feed, source_org, source_record_id, inbound_message_id = provenance
         key_id = self._cipher.key_id_of(envelope)
-        self._undo.append((key, current, source, self._sources.get(source) if source else None))
+        self._undo.append((source, self._sources.get(source) if source else None))
         self._states[key] = _State(version_id, False, envelope,
                                    current.in_db if current else False, body)
         if source:
@@ -277,7 +283,7 @@ class ResourceBatch:
         row = (key[0], key[1], version_id, now, False, source_feed, source_org,
                source_record_id, inbound_message_id, " ".join(labels), key_id, envelope)
         version = (key[0], key[1], version_id, now, False, inbound_message_id, key_id, envelope)
-        self._writes.append(_Write(key, row, hashes, version))
+        self._writes.append(_Write(key, current, row, hashes, version))
 
     def checkpoint(self) -> int:
         return len(self._writes)
@@ -285,19 +291,25 @@ class ResourceBatch:
     def rollback_to(self, mark: int) -> None:
         """Forget every put after `checkpoint()` returned `mark`."""
         while len(self._writes) > mark:
-            self._writes.pop()
-            key, state, source, owner = self._undo.pop()
-            self._states[key] = state
-            self.committed.pop(key, None)  # what is known of it now may be undone too
+            write = self._writes.pop()
+            source, owner = self._undo.pop()
+            self._states[write.key] = write.replaced
+            self.committed.pop(write.key, None)  # what is known of it now may be undone too
             if source is not None:
                 self._sources[source] = owner
 
     def flush(self) -> None:
-        """Write everything buffered: inserts, updates, versions, then the index."""
+        """Write everything buffered: inserts, updates, versions, then the index.
+
+        Each body once: a key's final write goes to `resource` and its version row has no
+        body; earlier writes of the key in this flush keep theirs in their version rows; the
+        version that was current in the database before gets the body `load()` read."""
         if not self._writes:
             return
+        first: dict[Key, _Write] = {}
         final: dict[Key, _Write] = {}
         for write in self._writes:
+            first.setdefault(write.key, write)
             final[write.key] = write
         stale = [key for key in final if (state := self._states[key]) is not None and state.in_db]
         stale_set = set(stale)
@@ -308,8 +320,11 @@ class ResourceBatch:
         if stale:
             writer.update(_table(ResourceRow), _RESOURCE_COLUMNS, 2,
                           [final[key].row for key in stale])
+            writer.update(_table(ResourceVersionRow), _KEPT_BODY_COLUMNS, 3,
+                          [self._kept_body(key, first[key].replaced) for key in stale])
         writer.insert(_table(ResourceVersionRow), _VERSION_COLUMNS,
-                      [w.version for w in self._writes])
+                      [(*w.version[:-2], None, None) if final[w.key] is w else w.version
+                       for w in self._writes])
         for resource_type, ids in _group(stale):
             for chunk in _chunks(ids):
                 self._session.execute(sa.delete(SearchIndexRow).where(
@@ -327,6 +342,12 @@ class ResourceBatch:
         self._undo.clear()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _kept_body(self, key: Key, replaced: _State | None) -> tuple[Any, ...]:
+        """The row of the version current in the database, as it is kept: with its body."""
+        assert replaced is not None and replaced.in_db, "a stale key replaced a stored version"
+        return (key[0], key[1], replaced.version_id, self._cipher.key_id_of(replaced.envelope),
+                replaced.envelope)
 
     def _state(self, key: Key) -> _State | None:
         if key not in self._states:
@@ -361,6 +382,7 @@ _RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "delet
                      "security_labels", "key_id", "body")
 _VERSION_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted",
                     "inbound_message_id", "key_id", "body")
+_KEPT_BODY_COLUMNS = ("resource_type", "id", "version_id", "key_id", "body")
 _INDEX_COLUMNS = ("resource_type", "resource_id", "param", "value_hash")
 _MESSAGE_COLUMNS = ("id", "feed", "received_at", "content_hash", "message_control_id",
                     "status", "reason", "locator", "key_id", "raw", "attempts")

@@ -103,7 +103,8 @@ class InboundMessage(Base):
 
 
 class ResourceRow(Base):
-    """The current version of a FHIR resource, with its provenance."""
+    """The current version of a FHIR resource, with its provenance. Its body is the only
+    copy of the current version's body (see ResourceVersionRow)."""
 
     __tablename__ = "resource"
     __table_args__ = (
@@ -135,10 +136,18 @@ class ResourceRow(Base):
 
 
 class ResourceVersionRow(Base):
-    """Every version ever written, the current one included, for vread and history."""
+    """Every version ever written, the current one included, for vread and history.
+
+    A body is written once: the current version's row has no body (NULL) and reads it from
+    `resource`; when a newer version replaces it, that write moves the old body here, in the
+    same transaction. `key_id` is the key of `body`, so it is NULL exactly when body is.
+    """
 
     __tablename__ = "resource_version"
-    __table_args__ = (sa.Index("ix_resource_version_inbound_message_id", "inbound_message_id"),)
+    __table_args__ = (
+        sa.Index("ix_resource_version_inbound_message_id", "inbound_message_id"),
+        sa.CheckConstraint("(body IS NULL) = (key_id IS NULL)", name="body_key_id"),
+    )
 
     resource_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -148,8 +157,8 @@ class ResourceVersionRow(Base):
     inbound_message_id: Mapped[str | None] = mapped_column(
         sa.String(32), sa.ForeignKey("inbound_message.id")
     )
-    key_id: Mapped[str] = mapped_column(sa.String(64))
-    body: Mapped[bytes] = mapped_column(sa.LargeBinary())
+    key_id: Mapped[str | None] = mapped_column(sa.String(64))
+    body: Mapped[bytes | None] = mapped_column(sa.LargeBinary())
 
 
 class SearchIndexRow(Base):

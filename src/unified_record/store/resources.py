@@ -1,4 +1,9 @@
-"""FHIR resources: versioned, encrypted bodies with provenance and a blind search index."""
+"""FHIR resources: versioned, encrypted bodies with provenance and a blind search index.
+
+Each body is stored once: the current version's in `resource`, every older version's in
+its `resource_version` row (the current version's row has none). A new version moves the
+body it replaces into that row, in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from unified_record.store.models import (
 )
 
 __all__ = [
+    "CorruptStoreError",
     "Provenance",
     "ResourceRepository",
     "SourceConflictError",
@@ -42,6 +48,11 @@ _VERSION_FIELDS = frozenset({"versionId", "lastUpdated"})  # set by the store pe
 
 class SourceConflictError(ValueError):
     """The source record is already stored under another resource id."""
+
+
+class CorruptStoreError(RuntimeError):
+    """A version row without a body is not the resource's current version: its body is
+    lost, and the store must not answer as if it were some other version's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,8 @@ class ResourceRepository:
         version_id = current.version_id + 1 if current is not None else 1
         now = _now()
         envelope = self._seal(body, version_id, now)
+        if current is not None:
+            self._keep_body(current)
 
         row = current or ResourceRow(resource_type=resource_type, id=body["id"])
         row.version_id = version_id
@@ -145,6 +158,7 @@ class ResourceRepository:
         version_id = current.version_id + 1
         now = _now()
         envelope = self._seal(stub, version_id, now)
+        self._keep_body(current)
         current.version_id = version_id
         current.last_updated = now
         current.deleted = True
@@ -167,13 +181,14 @@ class ResourceRepository:
         row = self._session.get(ResourceVersionRow, (resource_type, resource_id, version_id))
         if row is None:
             return None
-        return self._open(row.body, resource_type, resource_id, version_id)
+        return self._open(self._version_body(row), resource_type, resource_id, version_id)
 
     def history(self, resource_type: str, resource_id: str) -> list[dict[str, Any]]:
         """Every version, newest first, deletion stubs included."""
+        rows = self._session.scalars(self._versions_stmt(resource_type, resource_id)).all()
         return [
-            self._open(row.body, resource_type, resource_id, row.version_id)
-            for row in self._session.scalars(self._versions_stmt(resource_type, resource_id))
+            self._open(self._version_body(row), resource_type, resource_id, row.version_id)
+            for row in rows
         ]
 
     def versions(self, resource_type: str, resource_id: str) -> list[VersionInfo]:
@@ -303,7 +318,20 @@ class ResourceRepository:
     ) -> dict[str, Any]:
         return open_body(self._cipher, envelope, resource_type, resource_id, version_id)
 
+    def _version_body(self, row: ResourceVersionRow) -> bytes:
+        """A version's envelope: its own, or (the current version) the resource's."""
+        if row.body is not None:
+            return row.body
+        current = self._session.get(ResourceRow, (row.resource_type, row.id))
+        if current is None or current.version_id != row.version_id:
+            raise CorruptStoreError(
+                f"{row.resource_type}/{row.id} version {row.version_id} has no body of its "
+                "own but is not the current version"
+            )
+        return current.body
+
     def _add_version(self, row: ResourceRow, inbound_message_id: str | None) -> None:
+        """The row of a new current version: no body, `resource` holds it."""
         self._session.add(
             ResourceVersionRow(
                 resource_type=row.resource_type,
@@ -312,9 +340,21 @@ class ResourceRepository:
                 last_updated=row.last_updated,
                 deleted=row.deleted,
                 inbound_message_id=inbound_message_id,
-                key_id=row.key_id,
-                body=row.body,
+                key_id=None,
+                body=None,
             )
+        )
+
+    def _keep_body(self, current: ResourceRow) -> None:
+        """Before `current` takes a new version, move its body to its version's row."""
+        self._session.execute(
+            sa.update(ResourceVersionRow)
+            .where(
+                ResourceVersionRow.resource_type == current.resource_type,
+                ResourceVersionRow.id == current.id,
+                ResourceVersionRow.version_id == current.version_id,
+            )
+            .values(body=current.body, key_id=current.key_id)
         )
 
     def _replace_index(
