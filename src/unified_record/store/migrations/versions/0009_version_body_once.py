@@ -4,7 +4,7 @@ and every new resource wrote its encrypted body twice.
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-01
+Create Date: 2026-11-28
 """
 
 from __future__ import annotations
