@@ -373,9 +373,9 @@ def _lookup(table: dict[str, Any], value: Any, name: str) -> Any:
 
 # What rendering leaves out, as constants: a literal `[]` or `{}` in a test is a new object
 # at every evaluation, and these tests run for every template node of every record.
-_NOTHING = (None, "", [])
-_NOTHING_OR_EMPTY = (None, "", [], {})
-_NOTHING_OR_NO_OBJECT = (None, "", {})
+_NOTHING: tuple[Any, ...] = (None, "", [])
+_NOTHING_OR_EMPTY: tuple[Any, ...] = (None, "", [], {})
+_NOTHING_OR_NO_OBJECT: tuple[Any, ...] = (None, "", {})
 
 
 def _compile_template(node: Any) -> Callable[[_Context], tuple[Any, bool]]:
