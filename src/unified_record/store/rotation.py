@@ -4,8 +4,8 @@ Each batch is its own short transaction, and each row is updated only if it is s
 version that was read (compare-and-set), so concurrent writers are never overwritten and an
 interrupted rotation simply resumes on the next run.
 
-Rows whose encrypted column is NULL hold nothing to rotate: the current version's
-`resource_version` row has no body (it is `resource.body`, rotated as the `resource` target).
+The current version's `resource_version` row has no body and so no key id (NULL), which
+`key_id != active` never selects: that body is `resource.body`, rotated as `resource`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _batch(
     key = [table.c[name] for name in target.key]
     columns = {*target.key, *target.guard, "version_id", target.column} & set(table.c.keys())
     stmt = sa.select(*(table.c[name] for name in sorted(columns))).where(
-        table.c.key_id != cipher.active_kid, table.c[target.column].is_not(None)
+        table.c.key_id != cipher.active_kid
     )
     if after is not None:
         stmt = stmt.where(sa.tuple_(*key) > sa.tuple_(*after))
