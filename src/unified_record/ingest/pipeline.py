@@ -7,10 +7,13 @@ For each batch of messages:
 3. each message's resources are stored under a savepoint and the message marked accepted,
    or it is marked quarantined with a readable reason; the batch commits once.
 
-The workers that prepare also seal each resource in advance as a new resource (canonical
-JSON, AES-GCM, blind-index HMACs: `store.batch.seal_new`) and send back the envelopes, not
-the bodies, so the main process mostly writes rows; a resource that turns out to exist
-already is opened, compared and sealed again as its next version there.
+With a pool, the worker that prepared a batch also stores it (`ingest.batch_store`): in
+the order the batches were read, one writer at a time, so that this process only reads
+the feeds and stores raw messages, and nothing prepared is pickled back. Workers seal each
+resource in advance as a new resource (canonical JSON, AES-GCM, blind-index HMACs:
+`store.batch.seal_new`); one that turns out to exist already is opened, compared and
+sealed again as its next version when stored. A database that lives only in this process
+(SQLite in memory) is stored here, from the envelopes the workers send back.
 
 A crash between 1 and 3 leaves messages `pending`; the next run processes them again, and
 resource ids derived from the source make that converge: every message stored exactly once.
@@ -18,33 +21,28 @@ resource ids derived from the source make that converge: every message stored ex
 
 from __future__ import annotations
 
-import copy
 import gc
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from unified_record.fhir.validation import validate_resource
-from unified_record.ingest.mapping import FeedMapping, load_mappings, resource_id
+from unified_record.ingest.batch_store import BatchStore, StoredBatch, Turns
+from unified_record.ingest.mapping import FeedMapping, load_mappings
 from unified_record.ingest.prepare import Prepared, prepare
-from unified_record.ingest.search_values import index_values
 from unified_record.ingest.sources import SourceMessage, iter_messages
 from unified_record.security import BlindIndex, KeyRing
-from unified_record.store import SourceConflictError, UnitOfWork, make_engine, migrate
+from unified_record.store import UnitOfWork, make_engine, migrate
 from unified_record.store.batch import (
     NewMessage,
-    ResourceBatch,
     add_messages,
-    mark_messages,
     seal_new,
 )
 from unified_record.store.db import (
@@ -84,15 +82,24 @@ class Outcome:
 # Worker-process state: mappings and keys are loaded once per worker, at pool start.
 _worker_mappings: dict[str, FeedMapping] = {}
 _worker_keys: list[tuple[KeyRing, BlindIndex]] = []
+_worker_store: list[tuple[BatchStore, Turns]] = []
 
 
 def _init_worker(mappings_dir: str, owner_pid: int, keyring: KeyRing,
-                 blind_index: BlindIndex) -> None:
+                 blind_index: BlindIndex, store: tuple[str, bool, Turns] | None = None
+                 ) -> None:
+    """`store`: (database URL, bulk load, the pool's turns) when the workers store what
+    they prepare; None when they only prepare."""
     _exit_with_owner(owner_pid)
     _worker_mappings.update(load_mappings(Path(mappings_dir)))
     _worker_keys.append((keyring, blind_index))
-    # A worker only ever prepares: what it has loaded so far stays for its life, and the
-    # collector need not look at it again; collect the young generation less often.
+    if store is not None:
+        url, bulk_load, turns = store
+        engine = make_engine(url, bulk_load=bulk_load)
+        _worker_store.append((BatchStore(make_session_factory(engine), keyring, blind_index),
+                              turns))
+    # What a worker has loaded so far stays for its life, and the collector need not look
+    # at it again; collect the young generation less often.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -127,10 +134,12 @@ def fewer_collections() -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
+# A batch's work: prepared here, or handed to a worker that prepares it (and, when workers
+# store, stores it too).
+_Work = Future[list[Prepared]] | Future[StoredBatch] | list[Prepared]
 # Batches sent to the workers and not yet stored, oldest first: (feed, the messages stored
-# raw, their preparation, still running or done).
-_InFlight = deque[tuple[str, list[tuple[str, SourceMessage]],
-                        Future[list[Prepared]] | list[Prepared]]]
+# raw, their work, still running or done).
+_InFlight = deque[tuple[str, list[tuple[str, SourceMessage]], _Work]]
 
 
 def _exit_with_owner(owner_pid: int) -> None:
@@ -173,6 +182,14 @@ def _prepare_batch(feed: str, raws: list[bytes]) -> list[Prepared]:
     return [_sealed(prepare(mapping, raw), keyring, blind_index) for raw in raws]
 
 
+def _prepare_and_store(feed: str, message_ids: list[str], raws: list[bytes],
+                       number: int) -> StoredBatch:
+    """Prepare a batch, then store it when its turn comes (see `Turns`)."""
+    results = _prepare_batch(feed, raws)
+    store, turns = _worker_store[0]
+    return turns.store_in_turn(number, lambda: store.store(feed, message_ids, results))
+
+
 def _sealed(prep: Prepared, keyring: KeyRing, blind_index: BlindIndex) -> Prepared:
     """Seal every resource of a prepared message in advance, as if it were new, and drop
     what the envelope and its index hashes now hold (see PreparedResource). A message's
@@ -195,13 +212,6 @@ BATCH_SIZE = 1000  # messages per batch (one transaction for their raw bytes, on
 # with 1,000; docs/benchmarks.md). Larger still gained nothing: the workers and this process
 # overlap less when the pipeline holds fewer, larger batches.
 BULK_BATCH_SIZE = 5000
-
-
-# Resources whose committed version and content digest the pipeline remembers, so that one
-# arriving again unchanged (an HL7 update that changes nothing of it; at 100,000 people most
-# of the 125,000 resources that arrive again) is not decrypted and parsed twice to see that.
-# About 300 bytes each, so at most about 60 MB; past it the memory starts again.
-KNOWN_RESOURCES = 200_000
 
 
 class Pipeline:
@@ -233,7 +243,9 @@ class Pipeline:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._batches_stored = 0
-        self._known: dict[tuple[str, str], tuple[int, bytes]] = {}  # see ResourceBatch
+        self.store = BatchStore(self.sessions, keyring, blind_index)
+        self._turns: Turns | None = None  # when the workers store (see _prepare)
+        self._numbered = 0  # batches handed to storing workers so far
         self.on_patients = on_patients
 
     def __enter__(self) -> Pipeline:
@@ -243,6 +255,9 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
+        if self._turns is not None:
+            self._turns.fail()  # a worker waiting for a cancelled batch's turn ends
+            self._turns = None
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
@@ -313,7 +328,7 @@ class Pipeline:
                     results[feed].messages += len(batch)
                     todo = self._store_raw(feed, batch, results[feed])
                     in_flight.append((feed, todo,
-                                      self._prepare(feed, [m.raw for _, m in todo])))
+                                      self._prepare(feed, todo)))
                     if len(in_flight) > self.workers:  # every worker busy while this stores
                         self._store_oldest(in_flight, results)
                         self._after_batch()
@@ -369,7 +384,7 @@ class Pipeline:
                             todo.append((msg.id, SourceMessage(uow.messages.raw_bytes(msg),
                                                                msg.locator or "")))
                 stats.messages += len(todo)
-                self._store_prepared(name, todo, self._prepare(name, [m.raw for _, m in todo]),
+                self._store_prepared(name, todo, self._prepare(name, todo),
                                      stats)
                 if on_messages:
                     on_messages(len(todo))
@@ -380,7 +395,7 @@ class Pipeline:
     def _store_raw(self, feed: str, batch: list[SourceMessage],
                    stats: IngestStats) -> list[tuple[str, SourceMessage]]:
         todo: dict[str, SourceMessage] = {}
-        with self.uow() as uow:
+        with self._one_writer(), self.uow() as uow:
             stored = add_messages(uow.session, self.keyring, self.blind_index, feed,
                                   [NewMessage(m.raw, m.locator, m.control_id) for m in batch])
             uow.commit()
@@ -391,137 +406,62 @@ class Pipeline:
             todo[msg.id] = message
         return list(todo.items())
 
-    def _prepare(self, feed: str, raws: list[bytes]) -> Future[list[Prepared]] | list[Prepared]:
+    def _one_writer(self) -> AbstractContextManager[object]:
+        """SQLite takes one writer at a time: while workers store, this process waits its
+        turn for the write lock rather than for SQLite's busy timeout."""
+        if self._turns is not None and self.engine.dialect.name == "sqlite":
+            return self._turns.lock
+        return nullcontext()
+
+    def _prepare(self, feed: str, todo: list[tuple[str, SourceMessage]]) -> _Work:
+        raws = [message.raw for _, message in todo]
         if self.workers <= 1 or not raws:
             return [_sealed(prepare(self.mapping(feed), raw), self.keyring, self.blind_index)
                     for raw in raws]
         if self._pool is None:
-            # forkserver, not fork: a forked worker would inherit the database connections,
-            # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
-                                             initializer=_init_worker,
-                                             initargs=(str(self.mappings_dir), os.getpid(),
-                                                       self.keyring, self.blind_index))
-        return self._pool.submit(_prepare_batch, feed, raws)
+            self._start_pool()
+        assert self._pool is not None
+        if self._turns is None:
+            return self._pool.submit(_prepare_batch, feed, raws)
+        self._numbered += 1
+        return self._pool.submit(_prepare_and_store, feed, [i for i, _ in todo], raws,
+                                 self._numbered - 1)
+
+    def _start_pool(self) -> None:
+        """Workers that prepare, and also store what they prepared unless the database
+        lives only in this process (SQLite in memory)."""
+        # forkserver, not fork: a forked worker would inherit the database connections,
+        # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
+        context = get_context("forkserver")
+        self._numbered = 0
+        url = self.engine.url
+        store = None
+        if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+            self._turns = Turns(context)
+            store = (url.render_as_string(hide_password=False), self.bulk_load, self._turns)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                         initializer=_init_worker,
+                                         initargs=(str(self.mappings_dir), os.getpid(),
+                                                   self.keyring, self.blind_index, store))
 
     def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
-                        prepared: Future[list[Prepared]] | list[Prepared],
-                        stats: IngestStats) -> list[str | None]:
-        """Store a batch's resources and outcomes in one transaction; a message that cannot
-        be stored is quarantined alone (its puts are undone), the others go on."""
-        results = prepared.result() if isinstance(prepared, Future) else prepared
-        reasons: list[str | None] = []
-        outcomes: list[tuple[str, str, str | None]] = []
-        patients: list[str] = []
-        with self.uow() as uow:
-            batch = ResourceBatch(uow.session, self.keyring, self.blind_index, self._known)
-            batch.load(*_keys_of(feed, results))
-            for (message_id, _), prep in zip(todo, results, strict=True):
-                if prep.error is not None:
-                    outcomes.append((message_id, "quarantined", prep.error))
-                    stats.quarantined += 1
-                    reasons.append(prep.error)
-                    continue
-                mark = batch.checkpoint()
-                try:
-                    self._store_resources(batch, feed, message_id, prep)
-                except (SourceConflictError, ValueError) as exc:
-                    batch.rollback_to(mark)
-                    reason = f"not stored: {exc}"
-                    outcomes.append((message_id, "quarantined", reason))
-                    stats.quarantined += 1
-                    reasons.append(reason)
-                    continue
-                patients += [r.id for r in prep.resources if r.resource_type == "Patient"]
-                warning = "; ".join(prep.warnings) or None
-                outcomes.append((message_id, "accepted", warning))
-                stats.accepted += 1
-                stats.resources += len(prep.resources)
-                stats.with_warnings += bool(warning)
-                reasons.append(warning)
-            batch.flush()
-            mark_messages(uow.session, outcomes)
-            uow.commit()
-        if len(self._known) > KNOWN_RESOURCES:
-            self._known.clear()
-        self._known.update(batch.committed)
-        if patients and self.on_patients is not None:
-            self.on_patients(patients)
-        return reasons
-
-    def _store_resources(self, batch: ResourceBatch, feed: str, message_id: str,
-                         prep: Prepared) -> None:
-        retired_id = None
-        if prep.retired_record_id:
-            retired_id = resource_id(feed, "Patient", prep.retired_record_id)
-        for item in prep.resources:
-            if item.resource_type == "Patient":
-                current = batch.get("Patient", item.id)
-                merging = retired_id is not None and retired_id != item.id
-                if merging or (current and current.get("link")):
-                    body = _with_links(copy.deepcopy(item.body(self.keyring)), current)
-                    if retired_id and merging:
-                        _add_link(body, retired_id, "replaces")
-                        self._retire(batch, feed, message_id, prep, retired_id, body["id"])
-                    validate_resource(body)  # changed since prepare validated it
-                    batch.put(body, source_feed=feed, source_org=prep.source_org,
-                              source_record_id=item.source_record_id,
-                              inbound_message_id=message_id, security_labels=item.labels,
-                              index_values=index_values(body))
-                    continue
-            if item.sealed is not None:
-                batch.put_sealed(item.sealed, source_feed=feed, source_org=prep.source_org,
-                                 source_record_id=item.source_record_id,
-                                 inbound_message_id=message_id)
-            else:  # could not be sealed: put refuses it with the reason
-                assert item.resource is not None
-                batch.put(item.resource, source_feed=feed, source_org=prep.source_org,
-                          source_record_id=item.source_record_id, inbound_message_id=message_id,
-                          security_labels=item.labels, index_values=item.index)
-
-    def _retire(self, batch: ResourceBatch, feed: str, message_id: str, prep: Prepared,
-                retired_id: str, surviving_id: str) -> None:
-        """An A40 merge: the retired record points to the surviving one (`replaced-by`)."""
-        current = batch.get("Patient", retired_id)
-        body: dict[str, Any] = dict(current) if current else {"resourceType": "Patient",
-                                                              "id": retired_id}
-        body["active"] = False
-        _add_link(body, surviving_id, "replaced-by")
-        validate_resource(body)
-        batch.put(body, source_feed=feed, source_org=prep.source_org,
-                  source_record_id=prep.retired_record_id, inbound_message_id=message_id,
-                  index_values=index_values(body))
-
-
-def _keys_of(feed: str, results: list[Prepared]) -> tuple[list[tuple[str, str]],
-                                                         list[tuple[str, str, str]]]:
-    """What a batch will read: each resource by id and by source record, and merged ids."""
-    keys, sources = [], []
-    for prep in results:
-        for item in prep.resources:
-            keys.append((item.resource_type, item.id))
-            sources.append((item.resource_type, feed, item.source_record_id))
-        if prep.retired_record_id:
-            keys.append(("Patient", resource_id(feed, "Patient", prep.retired_record_id)))
-            sources.append(("Patient", feed, prep.retired_record_id))
-    return keys, sources
-
-
-def _add_link(body: dict[str, Any], other_id: str, link_type: str) -> None:
-    links = body.setdefault("link", [])
-    ref = f"Patient/{other_id}"
-    if not any(link.get("other", {}).get("reference") == ref for link in links):
-        links.append({"other": {"reference": ref}, "type": link_type})
-
-
-def _with_links(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
-    """Links made by merges belong to the integration, not the sender: carry them forward."""
-    if not current or not current.get("link"):
-        return body
-    merged = dict(body)
-    for link in current["link"]:
-        _add_link(merged, link["other"]["reference"].split("/", 1)[1], link["type"])
-    return merged
+                        prepared: _Work, stats: IngestStats) -> list[str | None]:
+        """Store a batch here, or take what the worker that prepared it stored."""
+        try:
+            done = prepared.result() if isinstance(prepared, Future) else prepared
+        except BaseException:
+            self.close()  # the batches after it must not be stored before it: start afresh
+            raise
+        if not isinstance(done, StoredBatch):
+            with self._one_writer():
+                done = self.store.store(feed, [message_id for message_id, _ in todo], done)
+        stats.accepted += done.accepted
+        stats.quarantined += done.quarantined
+        stats.resources += done.resources
+        stats.with_warnings += done.with_warnings
+        if done.patients and self.on_patients is not None:
+            self.on_patients(done.patients)
+        return done.reasons
 
 
 def _batches(messages: Iterable[SourceMessage], size: int) -> Iterator[list[SourceMessage]]:
