@@ -107,8 +107,12 @@ def test_after_a_failed_batch_the_later_ones_are_not_stored() -> None:
 
     with pytest.raises(ValueError, match="disk full"):
         turns.store_in_turn(0, fails)
+    def stores() -> StoredBatch:
+        stored.append(1)
+        return StoredBatch()
+
     with pytest.raises(EarlierBatchFailed):
-        turns.store_in_turn(1, lambda: stored.append(1) or StoredBatch())
+        turns.store_in_turn(1, stores)
     assert stored == []
 
 
