@@ -63,7 +63,8 @@ def run(url: str, data: Path, workers: int, profile: bool, batch_size: int | Non
         pipeline.engine.dispose()
     records = sum(r.messages for r in results.values())
     print(f"CPU per source record: main process {main_cpu / records * 1000:.3f} ms, "
-          f"prepare workers {worker_cpu / records * 1000:.3f} ms (database server not counted)")
+          f"workers (prepare and store) {worker_cpu / records * 1000:.3f} ms "
+          "(database server not counted)")
     if profiler:
         print("main process, by own CPU time (prepare runs in the worker processes):")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
