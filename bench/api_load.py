@@ -156,8 +156,9 @@ class Server:
     """`unified-record serve` in a subprocess (its own process group, stopped at the end)."""
 
     def __init__(self, env: dict[str, str], workers: int, log: Path | None,
-                 consent: bool = True) -> None:
+                 consent: bool = True, startup_seconds: float = 120) -> None:
         self.log = log
+        self.startup_seconds = startup_seconds
         self.consent = consent
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -182,23 +183,37 @@ class Server:
             env = {**self.env, "PYTHONPATH": str(REPO / "bench")}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                         stderr=output, start_new_session=True)
-        deadline = time.monotonic() + 120
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.__exit__()  # a server that failed to start is not left running
+            raise
+        return self
+
+    def _wait_until_serving(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.startup_seconds
         while True:
             if self.process.poll() is not None:
                 raise SystemExit("serve exited; run it by hand to see why")
             try:
                 if httpx2.get(f"{self.base}/fhir/metadata", timeout=2).status_code == 200:
-                    return self
+                    return
             except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("serve did not answer within 120 s")
+                raise SystemExit(f"serve did not answer within {self.startup_seconds:g} s")
             time.sleep(0.3)
 
     def __exit__(self, *_: object) -> None:
+        """Stop the server's whole process group (uvicorn's workers too)."""
         if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:  # the group is gone already
+            self.process.wait()
+            return
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -84,6 +84,21 @@ def test_cpu_used_is_counted_per_process_and_never_negative() -> None:
     assert api_load.cpu_between(before, {}) == 0
 
 
+def test_a_server_that_does_not_start_in_time_is_not_left_running(tmp_path: Path) -> None:
+    env = {**os.environ, "UR_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+           "UR_DATA_DIR": str(tmp_path / "var")}
+    server = api_load.Server(env, workers=1, log=None, startup_seconds=0.2)
+    with pytest.raises(SystemExit, match=r"did not answer within 0\.2 s"):
+        server.__enter__()
+    assert server.process is not None
+    try:
+        assert server.process.poll() is not None, "the server's process still runs"
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.process.pid, 0)  # nor anything else of its group
+    finally:
+        server.__exit__()
+
+
 @needs_pg
 def test_the_server_cpu_leaves_out_other_clients_of_the_same_database() -> None:
     """Tests running beside the bench use the same database: their backends' CPU must not be
