@@ -61,5 +61,5 @@ def downgrade() -> None:
     op.drop_table("link_decision")
     with op.batch_alter_table("linkage_run") as batch:
         batch.drop_index("ix_linkage_run_kind_status")
-        batch.drop_constraint("ck_linkage_run_kind", type_="check")
+        batch.drop_constraint(op.f("ck_linkage_run_kind"), type_="check")  # named already
         batch.drop_column("kind")
