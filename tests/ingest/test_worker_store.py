@@ -3,10 +3,14 @@ a time, and a failed batch stops the ones after it."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
+from pathlib import Path
 
 import pytest
 from ingest_support import MAPPINGS, SAMPLE, make_keys
@@ -58,6 +62,43 @@ def test_a_pipeline_closed_and_used_again_starts_its_workers_afresh(database_url
     p.engine.dispose()
     assert first.accepted == first.messages > 0
     assert second.accepted == second.messages > 0
+
+
+def test_matching_on_ingest_writes_while_no_worker_does(database_url: str) -> None:
+    """`on_patients` (the client index's matcher) writes too: on SQLite it runs holding the
+    write lock, so it never meets a worker's transaction and SQLite's busy timeout."""
+    keyring, blind_index = make_keys()
+    held: list[bool] = []
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, workers=2, batch_size=5) as p:
+
+        def on_patients(_ids: list[str]) -> None:
+            assert p._turns is not None
+            free = p._turns.lock.acquire(block=False)
+            if free:
+                p._turns.lock.release()
+            held.append(not free)
+
+        p.on_patients = on_patients
+        p.ingest_path("community_health", SAMPLE / "community_health")
+        sqlite = p.engine.dialect.name == "sqlite"
+    p.engine.dispose()
+    assert held and all(held) == sqlite
+
+
+def test_a_worker_that_dies_ends_the_wait_for_the_write_lock(tmp_path: Path) -> None:
+    keyring, blind_index = make_keys()
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with Pipeline(url, keyring, blind_index, MAPPINGS, workers=2, batch_size=5) as p:
+        p.ingest_path("community_health", SAMPLE / "community_health")
+        assert p._pool is not None and p._turns is not None
+        p._turns.lock.acquire()  # as a worker would hold it
+        os.kill(next(iter(p._pool._processes)), signal.SIGKILL)
+        try:
+            with pytest.raises(BrokenProcessPool), p._one_writer():
+                pass
+        finally:
+            p._turns.lock.release()
+    p.engine.dispose()
 
 
 def test_a_database_in_this_process_only_is_stored_by_this_process() -> None:

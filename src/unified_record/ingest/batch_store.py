@@ -152,9 +152,12 @@ class Turns:
         self.next: Any = context.Value("q", 0, lock=False)  # the number whose turn it is
 
     def fail(self) -> None:
-        """No batch is stored any more: those waiting for their turn raise."""
-        with self.lock:
-            self.next.value = self.FAILED
+        """No batch is stored any more: those waiting for their turn raise. Waits for a
+        store under way to end, but not for a lock whose holder died."""
+        held = self.lock.acquire(timeout=60)
+        self.next.value = self.FAILED
+        if held:
+            self.lock.release()
 
     def store_in_turn(self, number: int, store: Callable[[], StoredBatch]) -> StoredBatch:
         """Wait for batch `number`'s turn, then run `store` holding the write lock."""
@@ -167,7 +170,8 @@ class Turns:
                     except BaseException:
                         self.next.value = self.FAILED
                         raise
-                    self.next.value = number + 1
+                    if self.next.value == number:  # not failed meanwhile by a lock-less fail()
+                        self.next.value = number + 1
                     return done
                 if self.next.value == self.FAILED:
                     raise EarlierBatchFailed(f"a batch before batch {number} was not stored")

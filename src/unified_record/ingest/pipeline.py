@@ -27,7 +27,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -406,12 +407,22 @@ class Pipeline:
             todo[msg.id] = message
         return list(todo.items())
 
-    def _one_writer(self) -> AbstractContextManager[object]:
+    @contextmanager
+    def _one_writer(self) -> Iterator[None]:
         """SQLite takes one writer at a time: while workers store, this process waits its
-        turn for the write lock rather than for SQLite's busy timeout."""
-        if self._turns is not None and self.engine.dialect.name == "sqlite":
-            return self._turns.lock
-        return nullcontext()
+        turn for the write lock rather than for SQLite's busy timeout. A worker that died
+        holding the lock breaks the pool, and the wait ends with the pool's error."""
+        if self._turns is None or self.engine.dialect.name != "sqlite":
+            yield
+            return
+        lock = self._turns.lock
+        while not lock.acquire(timeout=1):
+            if self._pool is not None and getattr(self._pool, "_broken", False):
+                raise BrokenProcessPool("an ingest worker died holding the write lock")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _prepare(self, feed: str, todo: list[tuple[str, SourceMessage]]) -> _Work:
         raws = [message.raw for _, message in todo]
@@ -460,7 +471,8 @@ class Pipeline:
         stats.resources += done.resources
         stats.with_warnings += done.with_warnings
         if done.patients and self.on_patients is not None:
-            self.on_patients(done.patients)
+            with self._one_writer():  # matching writes the client index
+                self.on_patients(done.patients)
         return done.reasons
 
 
