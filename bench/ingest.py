@@ -6,7 +6,11 @@ search index, exactly as `unified-record ingest` does.
 
     .venv/bin/python bench/ingest.py --people 100000                 # SQLite and PostgreSQL
     .venv/bin/python bench/ingest.py --people 100000 --database sqlite
-    .venv/bin/python bench/ingest.py --people 20000 --profile        # where the time goes
+    .venv/bin/python bench/ingest.py --people 20000 --profile        # the main process's time
+
+With a worker pool the workers prepare and store, so `--profile` (cProfile of the main
+process) shows reading and raw storage only; for the workers, use
+`py-spy record --subprocesses -- .venv/bin/python bench/ingest.py ...`.
 
 The dataset is generated once into --data and reused; PostgreSQL gets a fresh schema in
 UR_BENCH_PG_URL (default: the local `test` database), dropped afterwards.
@@ -66,7 +70,7 @@ def run(url: str, data: Path, workers: int, profile: bool, batch_size: int | Non
           f"workers (prepare and store) {worker_cpu / records * 1000:.3f} ms "
           "(database server not counted)")
     if profiler:
-        print("main process, by own CPU time (prepare runs in the worker processes):")
+        print("main process, by own CPU time (preparing and storing run in the workers):")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return results, seconds
 

@@ -26,7 +26,8 @@ from unified_record.store.resources import open_body
 class PreparedResource:
     """A mapped, validated resource. Once `sealed` (encrypted in advance as a new resource,
     see the pipeline), `resource` and `index` are dropped: the envelope holds the body and
-    the sealed index its hashes, and only that crosses from a worker to the main process."""
+    the sealed index its hashes: that is all a worker holds until it stores the batch (or, for
+    a database only the main process can reach, sends it there)."""
 
     resource: dict[str, Any] | None
     source_record_id: str
