@@ -17,6 +17,8 @@ from unified_record.ingest import Pipeline
 from unified_record.ingest import prepare as prepare_module
 from unified_record.ingest.pipeline import BATCH_SIZE, BULK_BATCH_SIZE
 from unified_record.ingest.search_values import fold_name
+from unified_record.store import migrate
+from unified_record.store.db import deferred_for_bulk_load
 from unified_record.store.models import InboundMessage, ResourceRow, ResourceVersionRow
 
 CSV_AND_FHIR = ["council_adult_social_care", "council_childrens_social_care",
@@ -295,24 +297,42 @@ def _has_lookup_index(engine: sa.Engine) -> bool:
         i["name"] for i in sa.inspect(engine).get_indexes("search_index")}
 
 
-def test_a_bulk_load_into_an_empty_store_builds_the_lookup_index_at_its_end(
+def _message_references(engine: sa.Engine) -> int:
+    """How many of the resource tables' foreign keys to inbound_message exist."""
+    inspector = sa.inspect(engine)
+    return sum(f["referred_table"] == "inbound_message"
+               for table in ("resource", "resource_version")
+               for f in inspector.get_foreign_keys(table))
+
+
+def _deferred_in_place(engine: sa.Engine) -> tuple[bool, int]:
+    return _has_lookup_index(engine), _message_references(engine)
+
+
+def test_a_bulk_load_into_an_empty_store_builds_the_deferred_index_and_keys_at_its_end(
         database_url: str) -> None:
-    """The blind index's (param, value hash) index is left out while a bulk load fills an
-    empty store (store.db.lookup_index_deferred) and built once it ends, even when the load
-    fails; a load into a store that holds resources, or one that is not a bulk load, keeps
-    it all along. Searches find what the load stored either way."""
+    """The blind index's (param, value hash) index, and on PostgreSQL the resource tables'
+    foreign keys to their message, are left out while a bulk load fills an empty store
+    (store.db.deferred_for_bulk_load) and built once it ends; a load into a store that
+    holds resources, or one that is not a bulk load, keeps them all along. Searches find
+    what the load stored either way, and the keys are enforced again afterwards."""
     keyring, blind_index = make_keys()
-    seen: list[bool] = []
+    seen: list[tuple[bool, int]] = []
+    postgresql = database_url.startswith("postgresql")
+    # SQLite declares its foreign keys in the table itself: they stay, and are enforced
+    both = (True, 2)
     for bulk_load, feed in [(True, "community_health"), (True, "council_adult_social_care"),
                             (False, "council_childrens_social_care")]:
         with Pipeline(database_url, keyring, blind_index, MAPPINGS, bulk_load=bulk_load,
                       batch_size=20) as p:
             seen.clear()
-            p.on_patients = lambda _ids: seen.append(_has_lookup_index(p.engine))
+            p.on_patients = lambda _ids: seen.append(_deferred_in_place(p.engine))
             p.ingest_path(feed, SAMPLE / feed)
             assert seen and seen == [seen[0]] * len(seen)
-            assert seen[0] is (feed != "community_health"), f"{feed}: only the first defers"
-            assert _has_lookup_index(p.engine)
+            deferred = (False, 0 if postgresql else 2)
+            assert seen[0] == (deferred if feed == "community_health" else both), \
+                f"{feed}: only the first defers"
+            assert _deferred_in_place(p.engine) == both
             with p.uow() as uow:
                 patient = uow.session.scalars(sa.select(ResourceRow.id).where(
                     ResourceRow.source_feed == feed,
@@ -321,7 +341,27 @@ def test_a_bulk_load_into_an_empty_store_builds_the_lookup_index_at_its_end(
                 assert body is not None
                 family = fold_name(body["name"][0]["family"])
                 assert patient in uow.resources.search("Patient", "family", family)
+            with pytest.raises(sa.exc.IntegrityError), p.engine.begin() as conn:
+                conn.execute(sa.update(ResourceVersionRow).values(inbound_message_id="0" * 32))
         p.engine.dispose()
+
+
+def test_migrate_restores_what_a_killed_bulk_load_left_out(database_url: str) -> None:
+    """A load killed inside deferred_for_bulk_load never reaches its end: the next migrate
+    (every command runs it at start) builds the index and adds the keys, checking rows."""
+    keyring, blind_index = make_keys()
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS) as p:  # defers nothing itself
+        with deferred_for_bulk_load(p.engine):
+            p.ingest_path("community_health", SAMPLE / "community_health")
+            left_out = _deferred_in_place(p.engine)
+            p.engine.dispose()
+            migrate(database_url)
+            assert _deferred_in_place(p.engine) == (True, 2)
+        assert left_out == (False, 0 if database_url.startswith("postgresql") else 2)
+        assert _deferred_in_place(p.engine) == (True, 2)
+        with pytest.raises(sa.exc.IntegrityError), p.engine.begin() as conn:
+            conn.execute(sa.update(ResourceRow).values(inbound_message_id="0" * 32))
+    p.engine.dispose()
 
 
 def test_a_failed_bulk_load_still_builds_the_lookup_index(database_url: str) -> None:

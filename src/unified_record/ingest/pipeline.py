@@ -47,7 +47,7 @@ from unified_record.store.batch import (
     seal_new,
 )
 from unified_record.store.db import (
-    lookup_index_deferred,
+    deferred_for_bulk_load,
     make_session_factory,
     refresh_statistics,
 )
@@ -323,7 +323,7 @@ class Pipeline:
                         results: dict[str, IngestStats],
                         on_messages: ProgressCallback | None) -> None:
         in_flight: _InFlight = deque()
-        with lookup_index_deferred(self.engine) if self.bulk_load else nullcontext():
+        with deferred_for_bulk_load(self.engine) if self.bulk_load else nullcontext():
             for feed, messages in streams:
                 for batch in _batches(messages, self.batch_size):
                     results[feed].messages += len(batch)
