@@ -26,6 +26,7 @@ from unified_record.ingest.mapping import (
     evaluate_on,
     resource_id,
 )
+from unified_record.store.resources import parse_json
 
 MAX_DEPTH = 100  # nesting of objects and arrays; real Bundles stay far below it
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
@@ -120,7 +121,7 @@ def map_bundle(mapping: FeedMapping, raw: bytes, sender_org: str | None = None
     `sender_org`: the authenticated sender's organisation (the FHIR API's caller), which is
     then the source organisation whatever the Bundle says."""
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except RecursionError:
         raise RecordError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # also UnicodeDecodeError and integers too long to convert

@@ -398,7 +398,7 @@ def body_json(body: Mapping[str, Any]) -> bytes:
     What orjson will not write as `json` would (an integer beyond 64 bits, which a FHIR
     decimal may be; a key that is not a string; a datetime, a dataclass or a subclass of a
     JSON type from a Python caller) goes to `json`, which writes it or raises as before.
-    Bodies are read back with `json.loads`, which keeps such integers exact."""
+    Bodies are read back with `parse_json`, which keeps such integers exact."""
     try:
         return orjson.dumps(body, option=_ORJSON_OPTIONS)
     except TypeError:
@@ -406,11 +406,30 @@ def body_json(body: Mapping[str, Any]) -> bytes:
                           ensure_ascii=False).encode("utf-8")
 
 
+# A run of digits as long as the smallest integer orjson would read as a float (-2**63 - 1)
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def parse_json(data: bytes) -> Any:
+    """`json.loads(data)`, by orjson where it reads the same, two to three times faster.
+
+    orjson reads an integer beyond 64 bits as a float, so a document with 19 or more digits
+    in a row goes to `json`. So does one that orjson refuses (NaN, UTF-16 or a byte order
+    mark, a lone surrogate, nesting past 1,024): `json` then reads it, or raises, as before.
+    """
+    if not _LONG_NUMBER.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
 def open_body(cipher: Cipher, envelope: bytes, resource_type: str, resource_id: str,
               version_id: int) -> dict[str, Any]:
     """Decrypt a stored body; it only opens as the resource and version it was sealed for."""
     plaintext = cipher.decrypt(envelope, body_aad(resource_type, resource_id, version_id))
-    body = json.loads(plaintext)
+    body = parse_json(plaintext)
     if not isinstance(body, dict):
         raise ValueError("stored resource body is not a JSON object")
     return body
