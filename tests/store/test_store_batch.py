@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,7 +20,12 @@ from unified_record.store.batch import (
     mark_messages,
     seal_new,
 )
-from unified_record.store.models import InboundMessage, ResourceVersionRow, SearchIndexRow
+from unified_record.store.models import (
+    InboundMessage,
+    ResourceRow,
+    ResourceVersionRow,
+    SearchIndexRow,
+)
 
 
 @pytest.fixture
@@ -342,3 +348,45 @@ def test_a_rolled_back_put_leaves_the_stored_versions_as_they_were(
         assert uow.resources.history("Patient", "p1") == [stored]
         assert uow.resources.history("Patient", "p2") == [kept]
         assert uow.resources.history("Patient", "p3") == [newer, older]
+
+
+def test_raw_inserts_store_exactly_the_values_given(uow: UnitOfWork) -> None:
+    """The rows a batch writes through the driver (PostgreSQL: binary COPY) read back as
+    the values given: text with tabs, newlines, backslashes and non-ASCII, NULLs, bytes
+    with zero bytes, and times in another zone (kept as the same instant, in UTC)."""
+    received = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=timezone(timedelta(hours=1)))
+    reason = 'Zoë\t"quoted"\\back\nslash, 100%'
+    raw = b"\x00MSH|^~\\&|\r\n\xff"
+    with uow:
+        writer = batch_module._RawWriter(uow.session)
+        table = InboundMessage.__table__
+        assert isinstance(table, sa.Table)
+        writer.insert(table, batch_module._MESSAGE_COLUMNS,
+                      [("m" * 32, "fééd", received, "h" * 64, None, "quarantined", reason,
+                        "x" * 1000, "k1", raw, 7)])
+        uow.commit()
+    with uow:
+        row = uow.session.get(InboundMessage, "m" * 32)
+        assert row is not None
+        assert (row.feed, row.message_control_id, row.status, row.reason, row.locator,
+                row.key_id, row.raw, row.attempts) == (
+            "fééd", None, "quarantined", reason, "x" * 1000, "k1", raw, 7)
+        assert row.received_at == received and row.received_at.utcoffset() == timedelta(0)
+
+
+def test_postgresql_copies_every_batch_table_in_binary(uow: UnitOfWork) -> None:
+    """SQLite inserts with executemany; PostgreSQL with COPY, binary for every table."""
+    with uow:
+        writer = batch_module._RawWriter(uow.session)
+        tables = [(InboundMessage, batch_module._MESSAGE_COLUMNS),
+                  (ResourceRow, batch_module._RESOURCE_COLUMNS),
+                  (ResourceVersionRow, batch_module._VERSION_COLUMNS),
+                  (SearchIndexRow, batch_module._INDEX_COLUMNS)]
+        types = [writer._copy_types(model.__table__, columns)  # type: ignore[arg-type]
+                 for model, columns in tables]
+        postgresql = uow.session.get_bind().dialect.name == "postgresql"
+        assert writer._copy is postgresql
+        if postgresql:
+            assert [len(t or ()) for t in types] == [len(c) for _, c in tables]
+            assert types[1] is not None and (types[1][3], types[1][-1]) == ("timestamptz",
+                                                                             "bytea")

@@ -16,7 +16,7 @@ The CPU-heavy part of a put (canonical JSON, AES-GCM, the blind index's HMACs) c
 ahead of time, in the ingest worker processes, by `seal_new`: it seals a body as a new
 resource's version 1. `put_sealed` uses that envelope when the resource is indeed new, and
 opens it and seals again itself when it is not (a new version of an existing resource).
-Rows are written with the driver's own executemany (PostgreSQL: COPY for inserts), with
+Rows are written with the driver's own executemany (PostgreSQL: binary COPY for inserts), with
 the column types' bind processing applied, so what is stored is what SQLAlchemy would store.
 """
 
@@ -388,6 +388,12 @@ _MESSAGE_COLUMNS = ("id", "feed", "received_at", "content_hash", "message_contro
                     "status", "reason", "locator", "key_id", "raw", "attempts")
 
 
+# PostgreSQL DDL type (as SQLAlchemy compiles a column's type) -> psycopg's type for COPY
+_BINARY_COPY_TYPES = {"VARCHAR": "varchar", "TEXT": "text", "INTEGER": "int4",
+                      "BOOLEAN": "bool", "BYTEA": "bytea",
+                      "TIMESTAMP WITH TIME ZONE": "timestamptz"}
+
+
 class _RawWriter:
     """executemany on the DBAPI connection of the session's transaction.
 
@@ -395,7 +401,8 @@ class _RawWriter:
     parameters than SQLite spends inserting it. Here rows are tuples; each column type's
     bind processing (UTC datetimes, SQLite's datetime text and booleans) is still applied,
     so the stored values are exactly those Core would store. PostgreSQL (psycopg) inserts
-    with COPY. A DBAPI IntegrityError is raised as SQLAlchemy's, as Core would.
+    with COPY, in its binary format. A DBAPI IntegrityError is raised as SQLAlchemy's, as
+    Core would.
     """
 
     def __init__(self, session: Session) -> None:
@@ -413,10 +420,14 @@ class _RawWriter:
         names = ", ".join(self._quote(c) for c in columns)
         rows = self._processed(table, columns, rows)
         if self._copy:
-            sql = f"COPY {self._quote(table.name)} ({names}) FROM STDIN"
+            types = self._copy_types(table, columns)
+            binary = " (FORMAT BINARY)" if types else ""
+            sql = f"COPY {self._quote(table.name)} ({names}) FROM STDIN{binary}"
             cursor: Any = self._dbapi.cursor()
             try:
                 with self._errors(sql), cursor.copy(sql) as copy:
+                    if types:
+                        copy.set_types(types)
                     for row in rows:
                         copy.write_row(row)
             finally:
@@ -425,6 +436,19 @@ class _RawWriter:
         marks = ", ".join("?" for _ in columns)
         self.executemany(f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})",
                          rows)
+
+    def _copy_types(self, table: sa.Table, columns: Sequence[str]) -> list[str] | None:
+        """PostgreSQL's names for the columns' types, for COPY's binary format, which the
+        server reads without parsing text or decoding hex (a fifth of its CPU for the
+        resource tables' COPY); None if a column's type has no binary form listed here."""
+        names = []
+        for column in columns:
+            ddl = table.c[column].type.compile(dialect=self._dialect)
+            name = _BINARY_COPY_TYPES.get(ddl.split("(")[0])
+            if name is None:
+                return None
+            names.append(name)
+        return names
 
     def update(self, table: sa.Table, columns: Sequence[str], keys: int,
                rows: Sequence[Sequence[Any]]) -> None:
