@@ -16,7 +16,6 @@ from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.ingest import Pipeline
 from unified_record.ingest import pipeline as pipeline_module
-from unified_record.store import db as db_module
 from unified_record.store import make_engine
 from unified_record.store.checkpointer import Checkpointer
 from unified_record.store.db import BULK_WAL_AUTOCHECKPOINT, BULK_WAL_PAGES
@@ -94,34 +93,20 @@ def test_only_a_sqlite_file_has_a_wal_to_checkpoint() -> None:
         Checkpointer(make_engine("sqlite://"), threading.Lock, pages=10)
 
 
-def test_a_bulk_load_with_workers_checkpoints_from_its_thread_while_it_stores(
+def test_a_bulk_load_with_workers_checkpoints_from_its_thread_and_stops_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The thread runs while the batches are stored, and has ended before the deferred
-    index is built (which writes without the workers' lock)."""
-    monkeypatch.setattr(pipeline_module, "BULK_WAL_PAGES", 1)
+    monkeypatch.setattr(pipeline_module, "BULK_WAL_PAGES", 20)
     keyring, blind_index = make_keys()
     url = f"sqlite:///{tmp_path / 'load.db'}"
-    seen: list[Checkpointer] = []
-
-    def progress(_count: int) -> None:  # runs between batches, not holding the write lock
-        if not seen and p._checkpointer is not None:
-            seen.append(p._checkpointer)
-            assert _wait_for(lambda: seen[0].checkpoints > 0)
-
-    built_with_thread: list[bool] = []
-    real_restore = db_module._restore_deferred
-    monkeypatch.setattr(db_module, "_restore_deferred", lambda conn: (
-        built_with_thread.append(any(t.name == "wal-checkpointer"
-                                     for t in threading.enumerate())),
-        real_restore(conn))[-1])
     with Pipeline(url, keyring, blind_index, MAPPINGS, workers=2, batch_size=10,
                   bulk_load=True) as p:
-        stats = p.ingest_path("community_health", SAMPLE / "community_health", progress)
-        assert p._checkpointer is None
-        assert not any(t.name == "wal-checkpointer" for t in threading.enumerate())
-    assert seen and seen[0].checkpoints > 0 and seen[0].error is None
-    assert built_with_thread == [False, False]  # at migrate, then at the end of the load
-    assert stats.accepted == stats.messages > 0
+        stats = p.ingest_path("community_health", SAMPLE / "community_health")
+        checkpointer = p._checkpointer
+        assert checkpointer is not None
+        assert _wait_for(lambda: checkpointer.checkpoints > 0)
+    assert p._checkpointer is None
+    assert not any(t.name == "wal-checkpointer" for t in threading.enumerate())
+    assert checkpointer.error is None and stats.accepted == stats.messages > 0
     p.engine.dispose()
 
 

@@ -248,7 +248,7 @@ class Pipeline:
         self._batches_stored = 0
         self.store = BatchStore(self.sessions, keyring, blind_index)
         self._turns: Turns | None = None  # when the workers store (see _prepare)
-        self._checkpointer: Checkpointer | None = None  # while a SQLite bulk load stores
+        self._checkpointer: Checkpointer | None = None  # SQLite bulk loads with turns
         self._numbered = 0  # batches handed to storing workers so far
         self.on_patients = on_patients
 
@@ -259,6 +259,9 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._turns is not None:
             self._turns.fail()  # a worker waiting for a cancelled batch's turn ends
             self._turns = None
@@ -328,8 +331,7 @@ class Pipeline:
         in_flight: _InFlight = deque()
         if self.workers > 1 and self._pool is None:
             self._start_pool()  # the workers start while this process reads the first batch
-        with deferred_for_bulk_load(self.engine) if self.bulk_load else nullcontext(), \
-                self._checkpoints():
+        with deferred_for_bulk_load(self.engine) if self.bulk_load else nullcontext():
             for feed, messages in streams:
                 for batch in _batches(messages, self.batch_size, last_parts=self.workers):
                     results[feed].messages += len(batch)
@@ -343,22 +345,6 @@ class Pipeline:
                         on_messages(len(batch))
             while in_flight:
                 self._store_oldest(in_flight, results)
-
-    @contextmanager
-    def _checkpoints(self) -> Iterator[None]:
-        """While the workers of a SQLite bulk load store, a thread of this process copies
-        the WAL into the database, not the writers (see `store.checkpointer`). It ends
-        before anything that writes without the write lock (the deferred index's build)."""
-        if not (self.bulk_load and self._turns is not None
-                and self.engine.dialect.name == "sqlite"):
-            yield
-            return
-        with Checkpointer(self.engine, self._one_writer, BULK_WAL_PAGES) as checkpointer:
-            self._checkpointer = checkpointer
-            try:
-                yield
-            finally:
-                self._checkpointer = None
 
     def _store_oldest(self, in_flight: _InFlight, results: dict[str, IngestStats]) -> None:
         feed, todo, prepared = in_flight.popleft()
@@ -462,7 +448,8 @@ class Pipeline:
 
     def _start_pool(self) -> None:
         """Workers that prepare, and also store what they prepared unless the database
-        lives only in this process (SQLite in memory)."""
+        lives only in this process (SQLite in memory). A SQLite bulk load's WAL is then
+        checkpointed by a thread of this process (`store.checkpointer`), not by the writers."""
         # forkserver, not fork: a forked worker would inherit the database connections,
         # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
         context = get_context("forkserver")
@@ -472,6 +459,9 @@ class Pipeline:
         if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
             self._turns = Turns(context)
             store = (url.render_as_string(hide_password=False), self.bulk_load, self._turns)
+            if self.bulk_load and url.get_backend_name() == "sqlite":
+                self._checkpointer = Checkpointer(self.engine, self._one_writer,
+                                                  BULK_WAL_PAGES).__enter__()
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                          initializer=_init_worker,
                                          initargs=(str(self.mappings_dir), os.getpid(),
