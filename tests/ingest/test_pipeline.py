@@ -10,16 +10,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from ingest_support import MAPPINGS, SAMPLE, make_keys
 
 from unified_record.fhir.validation import validate_resource
 from unified_record.ingest import Pipeline
 from unified_record.ingest import prepare as prepare_module
-from unified_record.ingest.pipeline import BATCH_SIZE, BULK_BATCH_SIZE, _batches
+from unified_record.ingest.pipeline import BATCH_SIZE, BULK_BATCH_SIZE
 from unified_record.ingest.search_values import fold_name
-from unified_record.ingest.sources import SourceMessage
 from unified_record.store import migrate
 from unified_record.store.db import deferred_for_bulk_load
 from unified_record.store.models import InboundMessage, ResourceRow, ResourceVersionRow
@@ -120,37 +117,6 @@ def test_bulk_loads_take_larger_batches_and_a_batch_holds_a_message(database_url
     assert batches[:-1] == [7] * (len(batches) - 1) and 0 < batches[-1] <= 7
     with pytest.raises(ValueError, match="batch_size"):
         Pipeline(database_url, keyring, blind_index, MAPPINGS, batch_size=0)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 60), st.integers(1, 9), st.integers(1, 4))
-def test_a_stream_ends_in_as_many_batches_as_there_are_workers(
-        count: int, size: int, parts: int) -> None:
-    """Every message once, in order; full batches, then what the last two would hold cut
-    into `parts` nearly equal ones (one worker does not finish a stream alone)."""
-    messages = [SourceMessage(str(i).encode(), f"line {i}") for i in range(count)]
-    batches = list(_batches(messages, size, last_parts=parts))
-    assert [m for b in batches for m in b] == messages
-    assert all(batches)
-    if parts == 1:
-        assert all(len(b) == size for b in batches[:-1])
-        return
-    full = max(0, count // size - 1)  # the full batches read before the last one
-    assert [len(b) for b in batches[:full]] == [size] * full
-    ends = [len(b) for b in batches[full:]]
-    assert len(ends) == min(parts, count - full * size)
-    assert not ends or max(ends) - min(ends) <= 1
-
-
-def test_workers_share_the_end_of_a_stream(tmp_path: Path) -> None:
-    keyring, blind_index = make_keys()
-    batches: list[int] = []
-    with Pipeline(f"sqlite:///{tmp_path / 'ur.db'}", keyring, blind_index, MAPPINGS,
-                  workers=2, batch_size=7) as p:
-        stats = p.ingest_path("community_health", SAMPLE / "community_health", batches.append)
-    p.engine.dispose()
-    assert stats.accepted == stats.messages == sum(batches) > 14
-    assert max(batches[-2:]) - min(batches[-2:]) <= 1 and batches[:-2] == [7] * (len(batches) - 2)
 
 
 def test_planner_statistics_are_refreshed_as_tables_grow(database_url: str) -> None:

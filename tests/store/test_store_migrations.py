@@ -23,7 +23,7 @@ from unified_record.store import (
     make_engine,
     migrate,
 )
-from unified_record.store.db import BULK_CACHE_MIB, BULK_WAL_AUTOCHECKPOINT, alembic_config
+from unified_record.store.db import BULK_CACHE_MIB, BULK_WAL_PAGES, alembic_config
 from unified_record.store.resources import seal_body
 
 
@@ -65,7 +65,7 @@ def test_bulk_load_engines_commit_without_waiting_for_the_disk(database_url: str
             cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
             assert cache == (-BULK_CACHE_MIB * 1024 if bulk_load else -2000)  # KiB; default
             pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
-            assert pages == (BULK_WAL_AUTOCHECKPOINT if bulk_load else 1000)
+            assert pages == (BULK_WAL_PAGES if bulk_load else 1000)
         else:
             value = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
             assert value == ("off" if bulk_load else "on")

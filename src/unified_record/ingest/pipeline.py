@@ -46,9 +46,7 @@ from unified_record.store.batch import (
     add_messages,
     seal_new,
 )
-from unified_record.store.checkpointer import Checkpointer
 from unified_record.store.db import (
-    BULK_WAL_PAGES,
     deferred_for_bulk_load,
     make_session_factory,
     refresh_statistics,
@@ -248,7 +246,6 @@ class Pipeline:
         self._batches_stored = 0
         self.store = BatchStore(self.sessions, keyring, blind_index)
         self._turns: Turns | None = None  # when the workers store (see _prepare)
-        self._checkpointer: Checkpointer | None = None  # SQLite bulk loads with turns
         self._numbered = 0  # batches handed to storing workers so far
         self.on_patients = on_patients
 
@@ -259,9 +256,6 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
         if self._turns is not None:
             self._turns.fail()  # a worker waiting for a cancelled batch's turn ends
             self._turns = None
@@ -329,11 +323,9 @@ class Pipeline:
                         results: dict[str, IngestStats],
                         on_messages: ProgressCallback | None) -> None:
         in_flight: _InFlight = deque()
-        if self.workers > 1 and self._pool is None:
-            self._start_pool()  # the workers start while this process reads the first batch
         with deferred_for_bulk_load(self.engine) if self.bulk_load else nullcontext():
             for feed, messages in streams:
-                for batch in _batches(messages, self.batch_size, last_parts=self.workers):
+                for batch in _batches(messages, self.batch_size):
                     results[feed].messages += len(batch)
                     todo = self._store_raw(feed, batch, results[feed])
                     in_flight.append((feed, todo,
@@ -448,8 +440,7 @@ class Pipeline:
 
     def _start_pool(self) -> None:
         """Workers that prepare, and also store what they prepared unless the database
-        lives only in this process (SQLite in memory). A SQLite bulk load's WAL is then
-        checkpointed by a thread of this process (`store.checkpointer`), not by the writers."""
+        lives only in this process (SQLite in memory)."""
         # forkserver, not fork: a forked worker would inherit the database connections,
         # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
         context = get_context("forkserver")
@@ -459,15 +450,10 @@ class Pipeline:
         if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
             self._turns = Turns(context)
             store = (url.render_as_string(hide_password=False), self.bulk_load, self._turns)
-            if self.bulk_load and url.get_backend_name() == "sqlite":
-                self._checkpointer = Checkpointer(self.engine, self._one_writer,
-                                                  BULK_WAL_PAGES).__enter__()
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                          initializer=_init_worker,
                                          initargs=(str(self.mappings_dir), os.getpid(),
                                                    self.keyring, self.blind_index, store))
-        for _ in range(self.workers):  # a pool starts a worker per task: start them all now
-            self._pool.submit(os.getpid)
 
     def _store_prepared(self, feed: str, todo: list[tuple[str, SourceMessage]],
                         prepared: _Work, stats: IngestStats) -> list[str | None]:
@@ -490,27 +476,15 @@ class Pipeline:
         return done.reasons
 
 
-def _batches(messages: Iterable[SourceMessage], size: int, last_parts: int = 1
-             ) -> Iterator[list[SourceMessage]]:
-    """Batches of `size` messages. What the last two would hold is cut into `last_parts`
-    nearly equal batches instead: with workers, each takes a share of a stream's end, and
-    one does not finish it alone while the others wait."""
-    held: list[SourceMessage] = []  # a full batch, kept back until more messages come
+def _batches(messages: Iterable[SourceMessage], size: int) -> Iterator[list[SourceMessage]]:
     batch: list[SourceMessage] = []
     for message in messages:
         batch.append(message)
         if len(batch) >= size:
-            if held:
-                yield held
-            held, batch = batch, []
-    if last_parts <= 1:  # as they came: the full batch, then what is left
-        yield from (b for b in (held, batch) if b)
-        return
-    rest = held + batch
-    for part in range(last_parts):
-        chunk = rest[len(rest) * part // last_parts:len(rest) * (part + 1) // last_parts]
-        if chunk:
-            yield chunk
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def default_workers() -> int:

@@ -21,8 +21,6 @@ __all__ = ["deferred_for_bulk_load", "make_engine", "make_session_factory", "mig
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in memory
 BULK_WAL_PAGES = 100_000  # SQLite pages (4 KiB) a bulk load's WAL grows to between checkpoints
-# The writers' own checkpoints: a backstop for a load whose WAL no Checkpointer thread copies
-BULK_WAL_AUTOCHECKPOINT = 2 * BULK_WAL_PAGES
 
 
 def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = None) -> Engine:
@@ -49,9 +47,6 @@ def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = No
     batch's random inserts dirty tens of thousands of index pages, so at the default every
     commit was followed by a checkpoint that wrote each page again, and a page changed by
     the next commits too was written once per commit instead of once per checkpoint. The
-    ingest pipeline copies it from a thread of its own (`store.checkpointer`), so that no
-    writer holds the write lock while the disk syncs; the writers checkpoint themselves only
-    past `BULK_WAL_AUTOCHECKPOINT` pages, should that thread fall behind or not run. The
     last connection to close checkpoints the rest and removes the WAL file.
     """
     backend = sa.make_url(url).get_backend_name()
@@ -105,7 +100,7 @@ def _sqlite_bulk_on_connect(dbapi_connection: Any, record: Any) -> None:
     try:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_MIB * 1024}")  # negative: KiB
-        cursor.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_PAGES}")
     finally:
         cursor.close()
 
