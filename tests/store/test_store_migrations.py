@@ -178,3 +178,41 @@ def test_every_migration_downgrades_to_an_empty_database_and_up_again(
     with engine.connect() as conn:
         assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
+
+
+def _storage(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT c.relname || '.' || a.attname, a.attstorage FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            " AND a.attname IN ('raw', 'body')")).all()
+    return {str(name): str(storage) for name, storage in rows}
+
+
+def test_0010_stores_encrypted_columns_uncompressed_on_postgresql(database_url: str) -> None:
+    """Envelopes are random bytes: PostgreSQL is not asked to compress them (EXTERNAL, not
+    the default EXTENDED); the downgrade asks again. SQLite has no such setting, and the
+    migration passes it by."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    config = alembic_config()
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0009")
+        assert _revision(engine) == "0009"
+        migrate(database_url)
+        assert _revision(engine) == "0010"
+        engine.dispose()
+        return
+    encrypted = {"inbound_message.raw", "resource.body", "resource_version.body"}
+    assert _storage(engine) == dict.fromkeys(encrypted, "e")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0009")
+    assert _storage(engine) == dict.fromkeys(encrypted, "x")
+    migrate(database_url)
+    assert _storage(engine) == dict.fromkeys(encrypted, "e")
+    engine.dispose()
