@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +42,7 @@ from unified_record.store.models import (
     ResourceRow,
     ResourceVersionRow,
     SearchIndexRow,
+    table_of,
 )
 from unified_record.store.resources import (
     _ID_RE,
@@ -316,13 +317,13 @@ class ResourceBatch:
         writer = _RawWriter(self._session)
         inserts = [write.row for key, write in final.items() if key not in stale_set]
         if inserts:
-            writer.insert(_table(ResourceRow), _RESOURCE_COLUMNS, inserts)
+            writer.insert(table_of(ResourceRow), _RESOURCE_COLUMNS, inserts)
         if stale:
-            writer.update(_table(ResourceRow), _RESOURCE_COLUMNS, 2,
+            writer.update(table_of(ResourceRow), _RESOURCE_COLUMNS, 2,
                           [final[key].row for key in stale])
-            writer.update(_table(ResourceVersionRow), _KEPT_BODY_COLUMNS, 3,
+            writer.update(table_of(ResourceVersionRow), _KEPT_BODY_COLUMNS, 3,
                           [self._kept_body(key, first[key].replaced) for key in stale])
-        writer.insert(_table(ResourceVersionRow), _VERSION_COLUMNS,
+        writer.insert(table_of(ResourceVersionRow), _VERSION_COLUMNS,
                       [(*w.version[:-2], None, None) if final[w.key] is w else w.version
                        for w in self._writes])
         for resource_type, ids in _group(stale):
@@ -333,7 +334,7 @@ class ResourceBatch:
         index_rows = [(key[0], key[1], p, h) for key, write in final.items()
                       for p, h in write.index]
         if index_rows:
-            writer.insert(_table(SearchIndexRow), _INDEX_COLUMNS, index_rows)
+            writer.insert(table_of(SearchIndexRow), _INDEX_COLUMNS, index_rows)
         for key in final:
             state = self._states[key]
             if state is not None:
@@ -582,7 +583,7 @@ def add_messages(session: Session, cipher: Cipher, hasher: BlindIndexer | None, 
     if rows:
         try:
             with session.begin_nested():
-                _RawWriter(session).insert(_table(InboundMessage), _MESSAGE_COLUMNS, rows)
+                _RawWriter(session).insert(table_of(InboundMessage), _MESSAGE_COLUMNS, rows)
         except IntegrityError:  # a concurrent writer stored some of them first
             results = []
             for message in messages:
@@ -600,13 +601,9 @@ def mark_messages(session: Session, outcomes: Sequence[tuple[str, str, str | Non
         if status not in MESSAGE_STATUSES:
             raise ValueError(f"unknown message status {status!r}")
     writer = _RawWriter(session)
-    writer.executemany(f"UPDATE {_table(InboundMessage).name} SET status = ?, reason = ?, "
+    writer.executemany(f"UPDATE {table_of(InboundMessage).name} SET status = ?, reason = ?, "
                        "attempts = attempts + 1 WHERE id = ?",
                        [(s, r, i) for i, s, r in outcomes])
-
-
-def _table(model: type[Any]) -> sa.Table:
-    return cast(sa.Table, model.__table__)
 
 
 def _group(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:

@@ -13,7 +13,12 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from unified_record.store.models import ResourceRow, ResourceVersionRow, SearchIndexRow
+from unified_record.store.models import (
+    ResourceRow,
+    ResourceVersionRow,
+    SearchIndexRow,
+    table_of,
+)
 
 __all__ = ["deferred_for_bulk_load", "make_engine", "make_session_factory", "migrate",
            "refresh_statistics"]
@@ -148,24 +153,27 @@ def migrate(url: str | Engine, revision: str = "head") -> None:
 
 
 def _deferred_index() -> sa.Index:
-    return next(i for i in _table(SearchIndexRow).indexes
+    return next(i for i in table_of(SearchIndexRow).indexes
                 if i.name == "ix_search_index_param_value_hash")
 
 
-def _deferred_foreign_keys() -> list[sa.ForeignKeyConstraint]:
-    """Each resource row's and version row's reference to its inbound message."""
-    return [fk for model in (ResourceRow, ResourceVersionRow)
-            for fk in _table(model).foreign_key_constraints]
+def _deferred_foreign_keys(connection: sa.Connection
+                           ) -> list[tuple[sa.ForeignKeyConstraint, bool]]:
+    """Each resource row's and version row's reference to its inbound message, and whether
+    the database has it now. None on SQLite, where they are part of the table itself."""
+    if connection.dialect.name != "postgresql":
+        return []
+    inspector = sa.inspect(connection)
+    return [(fk, fk.name in {f["name"] for f in inspector.get_foreign_keys(fk.table.name)})
+            for model in (ResourceRow, ResourceVersionRow)
+            for fk in table_of(model).foreign_key_constraints]
 
 
 def _restore_deferred(connection: sa.Connection) -> None:
     """Build what `deferred_for_bulk_load` left out, if it is missing."""
     _deferred_index().create(connection, checkfirst=True)
-    if connection.dialect.name != "postgresql":
-        return
-    inspector = sa.inspect(connection)
-    for fk in _deferred_foreign_keys():
-        if fk.name not in {f["name"] for f in inspector.get_foreign_keys(fk.table.name)}:
+    for fk, present in _deferred_foreign_keys(connection):
+        if not present:
             connection.execute(sa.schema.AddConstraint(fk))  # checks every row as it is added
 
 
@@ -192,21 +200,12 @@ def deferred_for_bulk_load(engine: Engine) -> Iterator[None]:
         empty = connection.execute(sa.select(SearchIndexRow.id).limit(1)).first() is None
         if empty:
             _deferred_index().drop(connection, checkfirst=True)
-            if connection.dialect.name == "postgresql":
-                names = {f["name"] for table in ("resource", "resource_version")
-                         for f in sa.inspect(connection).get_foreign_keys(table)}
-                for fk in _deferred_foreign_keys():
-                    if fk.name in names:
-                        connection.execute(sa.schema.DropConstraint(fk))
+            for fk, present in _deferred_foreign_keys(connection):
+                if present:
+                    connection.execute(sa.schema.DropConstraint(fk))
     try:
         yield
     finally:
         if empty:
             with engine.begin() as connection:
                 _restore_deferred(connection)
-
-
-def _table(model: type[Any]) -> sa.Table:
-    table = model.__table__
-    assert isinstance(table, sa.Table)
-    return table

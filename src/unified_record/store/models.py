@@ -76,6 +76,13 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def table_of(model: type[Base]) -> sa.Table:
+    """A model's table, typed as a Table (SQLAlchemy types `__table__` as a FromClause)."""
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table
+
+
 class InboundMessage(Base):
     """A message exactly as a feed sent it (encrypted), kept so it can be replayed."""
 
