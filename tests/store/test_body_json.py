@@ -97,6 +97,7 @@ def test_parse_json_reads_every_body_as_json_reads_it(body: dict[str, Any]) -> N
     '{"a":1}'.encode("utf-16"), b'\xef\xbb\xbf{"a":1}', b'{"a":"\\ud800"}',
     b'{"a":1,"a":2}', b"[" * 2000 + b"]" * 2000, b'{"a":"x\ny"}', b'{"a":"\xff"}',
     b'{"a":01}', b"", b'{"a":1}x', b'{"a":"\\u0000","b":-0.0,"c":1E5}',
+    b"99999999999999999999", b'[-99999999999999999999]', b'{"a":"12345678901234567890"}',
 ])
 def test_parse_json_reads_or_refuses_what_json_does(data: bytes) -> None:
     assert repr(_read_by_parse_json(data)) == repr(_read_by_json(data))

@@ -406,8 +406,11 @@ def body_json(body: Mapping[str, Any]) -> bytes:
                           ensure_ascii=False).encode("utf-8")
 
 
-# A run of digits as long as the smallest integer orjson would read as a float (-2**63 - 1)
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# A run of digits as long as the smallest integer orjson would read as a float (-2**63 - 1).
+# Found by mapping every digit to "0" and everything else to " ", then a substring search:
+# a regular expression took five times as long as orjson's whole parse.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
 
 
 def parse_json(data: bytes) -> Any:
@@ -417,7 +420,7 @@ def parse_json(data: bytes) -> Any:
     in a row goes to `json`. So does one that orjson refuses (NaN, UTF-16 or a byte order
     mark, a lone surrogate, nesting past 1,024): `json` then reads it, or raises, as before.
     """
-    if not _LONG_NUMBER.search(data):
+    if _LONG_NUMBER not in data.translate(_DIGITS_ONLY):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
