@@ -173,3 +173,17 @@ def test_closing_ends_the_waits_for_turns_that_will_not_come() -> None:
     turns.fail()
     waiter.join(5)
     assert not waiter.is_alive() and len(raised) == 1
+
+
+def test_workers_are_forked_from_a_server_that_loaded_the_pipeline(database_url: str) -> None:
+    """The fork server imports the pipeline (and so fhir.resources' pydantic core and
+    orjson) once; each worker starts with them loaded instead of importing them again."""
+    keyring, blind_index = make_keys()
+    with Pipeline(database_url, keyring, blind_index, MAPPINGS, workers=2, batch_size=5) as p:
+        p.ingest_path("community_health", SAMPLE / "community_health")
+        assert p._pool is not None
+        server = p._pool.submit(os.getppid).result()
+        loaded = Path(f"/proc/{server}/maps").read_text()
+    p.engine.dispose()
+    assert server != os.getpid()
+    assert "pydantic_core" in loaded and "orjson" in loaded

@@ -444,6 +444,10 @@ class Pipeline:
         # forkserver, not fork: a forked worker would inherit the database connections,
         # and keep a killed ingest's transaction (and its locks) open on PostgreSQL.
         context = get_context("forkserver")
+        # The fork server imports the pipeline's modules once, and each worker is forked
+        # with them loaded, instead of every worker importing them again (about a second
+        # and a half of CPU each). Takes effect where this process starts its fork server.
+        context.set_forkserver_preload([__name__])
         self._numbered = 0
         url = self.engine.url
         store = None
