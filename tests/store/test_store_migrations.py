@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,12 @@ from unified_record.store import (
     make_engine,
     migrate,
 )
-from unified_record.store.db import BULK_CACHE_MIB, BULK_WAL_PAGES, alembic_config
+from unified_record.store.db import (
+    BULK_CACHE_MIB,
+    BULK_WAL_MIB,
+    SQLITE_PAGE_BYTES,
+    alembic_config,
+)
 from unified_record.store.resources import seal_body
 
 
@@ -65,11 +72,37 @@ def test_bulk_load_engines_commit_without_waiting_for_the_disk(database_url: str
             cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
             assert cache == (-BULK_CACHE_MIB * 1024 if bulk_load else -2000)  # KiB; default
             pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
-            assert pages == (BULK_WAL_PAGES if bulk_load else 1000)
+            page_bytes = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+            assert pages == (BULK_WAL_MIB * 1024 * 1024 // page_bytes if bulk_load else 1000)
         else:
             value = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
             assert value == ("off" if bulk_load else "on")
     engine.dispose()
+
+
+@pytest.mark.parametrize("bulk_load", [False, True])
+def test_a_new_sqlite_database_gets_large_pages_and_an_old_one_keeps_its_own(
+        tmp_path: Path, bulk_load: bool) -> None:
+    """Encrypted bodies and raw messages fit in their rows' pages; a database made with
+    SQLite's default 4 KiB pages is used as it is, its bulk WAL limit counted in its pages."""
+    new_file, old_file = tmp_path / "new.db", tmp_path / "old.db"
+    with sqlite3.connect(old_file) as old:  # as SQLite makes one by default
+        old.execute("CREATE TABLE kept (x)")
+        old.execute("INSERT INTO kept VALUES (1)")
+    for path, page_bytes in ((new_file, SQLITE_PAGE_BYTES), (old_file, 4096)):
+        engine = make_engine(f"sqlite:///{path}", bulk_load=bulk_load)
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == page_bytes
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            if bulk_load:
+                pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+                assert pages * page_bytes == BULK_WAL_MIB * 1024 * 1024
+            if path == old_file:
+                assert conn.exec_driver_sql("SELECT x FROM kept").scalar_one() == 1
+        engine.dispose()
+    with sqlite3.connect(new_file) as raw:  # the file itself, as any SQLite reads it
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == SQLITE_PAGE_BYTES
 
 
 def _revision(engine: Engine) -> str | None:

@@ -25,7 +25,8 @@ __all__ = ["deferred_for_bulk_load", "make_engine", "make_session_factory", "mig
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BULK_CACHE_MIB = 256  # the most one bulk-loading SQLite connection keeps in memory
-BULK_WAL_PAGES = 100_000  # SQLite pages (4 KiB) a bulk load's WAL grows to between checkpoints
+BULK_WAL_MIB = 400  # what a bulk load's SQLite WAL grows to between checkpoints
+SQLITE_PAGE_BYTES = 16_384  # the page size of a database this creates (SQLite's default: 4,096)
 
 
 def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = None) -> Engine:
@@ -37,7 +38,11 @@ def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = No
     PostgreSQL backend, which must read the catalog and plan every statement anew.
 
     SQLite: WAL (readers never block the writer), foreign keys on, and SQLAlchemy emits BEGIN
-    itself so that SELECTs, DDL and SAVEPOINTs all run inside real transactions.
+    itself so that SELECTs, DDL and SAVEPOINTs all run inside real transactions. A new
+    database gets pages of `SQLITE_PAGE_BYTES`: an encrypted body or raw message (1 to 4 KB)
+    then fits in its row's page, where 4 KiB pages put most of it on overflow pages of its
+    own; a 100,000-person load ran 7 to 14% faster (docs/benchmarks.md, Ingest). A
+    database made before keeps its page size.
     PostgreSQL: pre-ping, so connections dropped by a restart are replaced transparently.
 
     `bulk_load` is for loading files that stay on disk until the load is done: commits do
@@ -48,7 +53,7 @@ def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = No
     SQLite also gets a page cache of up to `BULK_CACHE_MIB` for it: the search index and
     the primary keys take random keys, and past the default 2 MiB nearly every insert
     reads its B-tree pages from the file again (see docs/benchmarks.md, Ingest). And its
-    WAL is copied back into the database every `BULK_WAL_PAGES` pages, not every 1,000: a
+    WAL is copied back into the database every `BULK_WAL_MIB`, not every 1,000 pages: a
     batch's random inserts dirty tens of thousands of index pages, so at the default every
     commit was followed by a checkpoint that wrote each page again, and a page changed by
     the next commits too was written once per commit instead of once per checkpoint. The
@@ -92,6 +97,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_on_begin)
     cursor = dbapi_connection.cursor()
     try:
+        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")  # only a new database takes it
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=5000")
@@ -105,9 +111,15 @@ def _sqlite_bulk_on_connect(dbapi_connection: Any, record: Any) -> None:
     try:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_MIB * 1024}")  # negative: KiB
-        cursor.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_PAGES}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={_bulk_wal_pages(cursor)}")
     finally:
         cursor.close()
+
+
+def _bulk_wal_pages(cursor: Any) -> int:
+    """`BULK_WAL_MIB` in pages of this database's size."""
+    page_bytes = cursor.execute("PRAGMA page_size").fetchone()[0]
+    return int(BULK_WAL_MIB * 1024 * 1024 // page_bytes)
 
 
 def _postgresql_bulk_on_connect(dbapi_connection: Any, _record: Any) -> None:
