@@ -12,6 +12,9 @@ With a worker pool the workers prepare and store, so `--profile` (cProfile of th
 process) shows reading and raw storage only; for the workers, use
 `py-spy record --subprocesses -- .venv/bin/python bench/ingest.py ...`.
 
+The machine's speed is printed beside the rates (`reference_loop_seconds`, a plain Python
+loop): the same code has run at half the rate on a slower machine here.
+
 The dataset is generated once into --data and reused; PostgreSQL gets a fresh schema in
 UR_BENCH_PG_URL (default: the local `test` database), dropped afterwards.
 """
@@ -88,6 +91,17 @@ def _cpu_seconds(pipeline: Pipeline) -> float:
     return total
 
 
+def reference_loop_seconds() -> float:
+    """Seconds for a plain Python loop of three million additions: this machine's speed at
+    the moment. The virtual machines here have run the same code at half the speed, or less,
+    from one session to the next and drifted by 15% within one; a rate is comparable only
+    with this beside it. Run at module level, as `python3 -c "s=0; for i in ...: s+=i"`
+    runs it, the figure docs/benchmarks.md quotes from earlier sessions."""
+    start = time.perf_counter()
+    exec("s = 0\nfor i in range(3_000_000):\n    s += i\n", {})
+    return time.perf_counter() - start
+
+
 def report(label: str, results: dict[str, IngestStats], seconds: float) -> dict[str, object]:
     total = IngestStats("total")
     print(f"\n{label}: {seconds:.1f} s")
@@ -119,13 +133,15 @@ def main() -> None:
 
     data = dataset(args.people, args.seed, args.data)
     workers = args.workers or default_workers()
-    print(f"{args.people:,} people, {workers} prepare worker(s), {os.cpu_count()} cores")
+    print(f"{args.people:,} people, {workers} prepare worker(s), {os.cpu_count()} cores; "
+          f"machine speed: a loop of 3,000,000 additions took {reference_loop_seconds():.3f} s")
     summary = []
     if args.database in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             results, seconds = run(f"sqlite:///{tmp}/bench.db", data, workers, args.profile,
                                    args.batch_size)
             summary.append(report("sqlite", results, seconds))
+            summary[-1]["reference_loop_seconds"] = round(reference_loop_seconds(), 3)
     if args.database in ("postgresql", "both"):
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -136,6 +152,7 @@ def main() -> None:
             url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
             results, seconds = run(url, data, workers, args.profile, args.batch_size)
             summary.append(report("postgresql", results, seconds))
+            summary[-1]["reference_loop_seconds"] = round(reference_loop_seconds(), 3)
         finally:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -47,6 +47,8 @@ def test_the_ingest_bench_stores_every_record_and_prints_the_rate(
     assert (records, resources) == (row["records"], row["resources"])
     assert accepted + duplicates == records, "the generated feeds hold nothing to quarantine"
     assert row["records_per_second"] > 0
+    assert 0 < row["reference_loop_seconds"] < 60, "the machine's speed beside the rate"
+    assert "machine speed: a loop of 3,000,000 additions took" in run.stdout
     assert f"{row['records_per_second']:,} source records/s" in run.stdout
     svg = ElementTree.fromstring(chart.read_text())
     assert database in [t.text for t in svg.iter(f"{_SVG}text")]
