@@ -12,7 +12,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from pg_support import PG_URL
+from pg_support import PG_URL, needs_pg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,11 +23,9 @@ _SVG = "{http://www.w3.org/2000/svg}"
 _CHAR_WIDTH = 8  # generous for 13px sans-serif digits
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
 def test_the_ingest_bench_stores_every_record_and_prints_the_rate(
         database: str, tmp_path: Path) -> None:
-    if database == "postgresql" and not PG_URL:
-        pytest.skip("needs PostgreSQL (UR_TEST_DATABASE_URL)")
     env = {**os.environ, "UR_BENCH_PG_URL": PG_URL} if PG_URL else dict(os.environ)
     chart = tmp_path / "rate.svg"
     run = subprocess.run(

@@ -41,9 +41,9 @@ def make_engine(url: str, *, bulk_load: bool = False, pool_size: int | None = No
     itself so that SELECTs, DDL and SAVEPOINTs all run inside real transactions. A new
     database gets pages of `SQLITE_PAGE_BYTES`: rows of encrypted bodies and raw messages
     are 1 to 4 KB, so a 4 KiB page held one to three of them and a GP Bundle's row often
-    spilled onto an overflow page; with larger pages several share one and fewer pages are written
-    per commit. A 100,000-person load ran 7 to 17% faster (docs/benchmarks.md, Ingest). A
-    database made before keeps its page size.
+    spilled onto an overflow page; with larger pages several share one, and fewer pages are
+    written per commit. A 100,000-person load ran 7 to 17% faster (docs/benchmarks.md,
+    Ingest). A database made before keeps its page size.
     PostgreSQL: pre-ping, so connections dropped by a restart are replaced transparently.
 
     `bulk_load` is for loading files that stay on disk until the load is done: commits do
